@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The project's two entry points, each doing its own set-up on a Debian machine (as root):
+#   bash run.sh conformance [pytest args]   the conformance suite against the reference proxier
+#   bash run.sh tests [pytest args]         the project's own tests (unit, self-test, lint)
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+venv="$here/.venv"
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "run.sh: this needs root (network namespaces, netfilter). Run it as root, e.g. sudo bash run.sh $*" >&2
+    exit 2
+  fi
+}
+
+install_debian_packages() {
+  local missing=()
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v iptables-legacy-restore >/dev/null || missing+=(iptables)
+  command -v nft >/dev/null || missing+=(nftables)
+  command -v conntrack >/dev/null || missing+=(conntrack)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  command -v python3 >/dev/null || missing+=(python3)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "run.sh: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_python_env() {
+  local stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if [ ! -f "$stamp" ]; then
+    echo "run.sh: installing the project into $venv"
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null
+    "$venv/bin/pip" install -q -e ".[dev]"
+    rm -f "$venv"/.installed-*
+    touch "$stamp"
+  fi
+}
+
+setup() {
+  need_root "$@"
+  install_debian_packages
+  install_python_env
+  mkdir -p reports
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  conformance)
+    setup conformance
+    exec "$venv/bin/python" -m pytest conformance/ -n 2 \
+      --junitxml=reports/junit.xml --report-dir=reports "$@"
+    ;;
+  tests)
+    setup tests
+    "$venv/bin/ruff" check .
+    exec "$venv/bin/python" -m pytest tests/ -n 2 --junitxml=reports/tests-junit.xml "$@"
+    ;;
+  *)
+    echo "usage: bash run.sh conformance|tests [pytest args]" >&2
+    exit 2
+    ;;
+esac
