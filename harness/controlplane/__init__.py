@@ -1,0 +1,1 @@
+"""How Kubernetes state reaches the proxiers under test."""

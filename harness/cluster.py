@@ -1,0 +1,356 @@
+"""A running cluster: topology + proxier on every node + control plane, and typed handles.
+
+``ClusterEnv`` is the long-lived part (one per pytest-xdist worker): namespaces, the echo
+server, the proxier processes, the state directory. ``ClusterScope`` is what one test sees:
+it creates pods and Services through the env and removes them when the test ends, so tests
+never share Services or pods.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import model
+from harness.controlplane.statedir import StateDirControlPlane
+from harness.model import EndpointSpec, PortSpec, ServiceSpecIn, SliceSpec
+from harness.proxiers import ProxierSpec, python_executable
+from harness.proxiers.process import ProxierProcess
+
+TEST_NAMESPACE = "conformance"
+DEFAULT_POD_PORTS: tuple[tuple[int, str], ...] = ((8080, "tcp"), (8080, "udp"), (9090, "tcp"), (9090, "udp"))
+NODE_PORT_BASE = 30000
+HEALTH_CHECK_PORT_BASE = 32000
+
+
+class Allocations:
+    """Service-level names, ClusterIPs and node ports, unique within one ClusterEnv."""
+
+    def __init__(self, service_cidr: str) -> None:
+        net = ipaddress.ip_network(service_cidr)
+        # .0.1 is traditionally the apiserver's; tests start further in.
+        self._ips = (str(net.network_address + i) for i in itertools.count(256 + 1))
+        self._node_ports = itertools.count(NODE_PORT_BASE)
+        self._hc_ports = itertools.count(HEALTH_CHECK_PORT_BASE)
+        self._names = itertools.count(1)
+        self.service_cidr = net
+
+    def cluster_ip(self) -> str:
+        return next(self._ips)
+
+    def node_port(self) -> int:
+        return next(self._node_ports)
+
+    def health_check_port(self) -> int:
+        return next(self._hc_ports)
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}{next(self._names)}"
+
+
+@dataclass
+class ServiceHandle:
+    """A Service published to the proxiers, with its endpoints.
+
+    Changes (``set_endpoints``, ``update``, ``delete``) publish a new generation and wait until
+    every proxier has applied it.
+    """
+
+    env: ClusterEnv
+    spec: ServiceSpecIn
+    slices: list[SliceSpec] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
+    @property
+    def cluster_ip(self) -> str:
+        assert self.spec.cluster_ip is not None
+        return self.spec.cluster_ip
+
+    @property
+    def ports(self) -> list[PortSpec]:
+        return self.spec.ports
+
+    def port(self, name_or_index: str | int = 0) -> PortSpec:
+        if isinstance(name_or_index, int):
+            return self.spec.ports[name_or_index]
+        for p in self.spec.ports:
+            if p.name == name_or_index:
+                return p
+        raise KeyError(f"Service {self.namespace}/{self.name} has no port named {name_or_index!r}")
+
+    def node_port(self, name_or_index: str | int = 0) -> int:
+        np_ = self.port(name_or_index).node_port
+        if np_ is None:
+            raise ValueError(f"Service {self.namespace}/{self.name} has no nodePort (type {self.spec.type})")
+        return np_
+
+    @property
+    def endpoint_ips(self) -> list[str]:
+        return [e.ip for s in self.slices for e in s.endpoints]
+
+    def objects(self) -> list[dict[str, Any]]:
+        objs = [model.service_object(self.spec)]
+        objs += [model.endpoint_slice_object(self.name, self.namespace, s) for s in self.slices]
+        return objs
+
+    def set_endpoints(self, endpoints: Iterable[Any], *, sync: bool = True) -> None:
+        """Replace the endpoints: pods (ready, on their node) or ``EndpointSpec``s."""
+        self.slices = [self.env.slice_for(self, endpoints)]
+        self.env.put_service(self)
+        if sync:
+            self.env.sync()
+
+    def set_slices(self, slices: list[SliceSpec], *, sync: bool = True) -> None:
+        self.slices = slices
+        self.env.put_service(self)
+        if sync:
+            self.env.sync()
+
+    def update(self, *, sync: bool = True, **changes: Any) -> None:
+        """Change fields of the Service spec (``type=...``, ``affinity_timeout=...``)."""
+        for key, value in changes.items():
+            if not hasattr(self.spec, key):
+                raise AttributeError(f"ServiceSpecIn has no field {key!r}")
+            setattr(self.spec, key, value)
+        if self.spec.type in ("NodePort", "LoadBalancer"):
+            for p in self.spec.ports:
+                if p.node_port is None:
+                    p.node_port = self.env.alloc.node_port()
+        self.env.put_service(self)
+        if sync:
+            self.env.sync()
+
+    def delete(self, *, sync: bool = True) -> None:
+        self.env.remove_service(self)
+        if sync:
+            self.env.sync()
+
+
+class ClusterEnv:
+    """Topology + echo server + proxiers + control plane for one pytest worker."""
+
+    def __init__(self, topology: Any, echo: Any, proxier: ProxierSpec, workdir: Path,
+                 timing: Any, iptables: str = "nft") -> None:
+        self.topology = topology
+        self.echo = echo
+        self.proxier_spec = proxier
+        self.workdir = Path(workdir)
+        self.timing = timing
+        self.iptables = iptables
+        self.controlplane = StateDirControlPlane(self.workdir / "state")
+        self.alloc = Allocations(topology.spec.service_cidr)
+        self.proxiers: dict[str, ProxierProcess] = {}
+        self.services: dict[tuple[str, str], ServiceHandle] = {}
+        self._pod_names = itertools.count(1)
+        self.last_sync_seconds: float | None = None
+
+    # --- hosts -------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Any]:
+        return list(self.topology.nodes.values())
+
+    @property
+    def clients(self) -> list[Any]:
+        return list(self.topology.clients.values())
+
+    @property
+    def client(self) -> Any:
+        return self.clients[0]
+
+    def node(self, name_or_index: str | int) -> Any:
+        if isinstance(name_or_index, int):
+            return self.nodes[name_or_index]
+        return self.topology.nodes[name_or_index]
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        for node in self.nodes:
+            self.controlplane.put(model.node_object(node.name, [node.ip], str(node.pod_cidr)))
+        self.controlplane.publish()
+        spec = self.topology.spec
+        for node in self.nodes:
+            values = {
+                "node": node.name,
+                "node_ip": node.ip,
+                "state_dir": str(self.controlplane.state_dir),
+                "kubeconfig": "",
+                "cluster_cidr": str(spec.cluster_cidr),
+                "service_cidr": str(spec.service_cidr),
+                "python": python_executable(),
+                "iptables": self.iptables,
+            }
+            proc = ProxierProcess(self.proxier_spec, node.name, node.netns, values,
+                                  self.workdir / "logs" / f"proxier-{node.name}.log")
+            self.proxiers[node.name] = proc
+            proc.start()
+        self.wait_synced(self.controlplane.generation, first=True)
+
+    def stop(self) -> None:
+        for proc in self.proxiers.values():
+            proc.stop()
+
+    def check_proxiers(self) -> None:
+        for proc in self.proxiers.values():
+            proc.check_alive()
+
+    def sync(self) -> int:
+        """Publish the current state and wait until every proxier has applied it."""
+        gen = self.controlplane.publish()
+        self.wait_synced(gen)
+        return gen
+
+    def wait_synced(self, generation: int, first: bool = False) -> None:
+        if not self.proxier_spec.has("acks"):
+            raise NotImplementedError(
+                f"proxier {self.proxier_spec.name!r} does not declare the 'acks' capability; "
+                "waiting by probing is not implemented yet: make the proxier write "
+                "applied/<node> (see servicemodel/statedir.py) and declare 'acks'"
+            )
+        # The first sync includes the proxier's start-up (interpreter, first full restore).
+        timeout = self.timing.scale * (30.0 if first else 10.0)
+        self.last_sync_seconds = self.controlplane.wait_applied(
+            generation, self.proxiers, timeout, self.check_proxiers
+        )
+
+    def restart_proxier(self, node: str) -> None:
+        self.proxiers[node].restart()
+
+    # --- pods and services -------------------------------------------------------------
+    def add_pod(self, node: Any = None, ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS,
+                name: str | None = None) -> Any:
+        node_name = node if isinstance(node, str) else (node.name if node is not None else None)
+        if node_name is None:
+            counts = {n.name: 0 for n in self.nodes}
+            for pod in self.topology.pods.values():
+                counts[pod.node.name if hasattr(pod.node, "name") else pod.node] += 1
+            node_name = min(counts, key=lambda n: (counts[n], n))
+        pod = self.topology.add_pod(name or f"pod{next(self._pod_names)}", node_name, ports=list(ports))
+        self.echo.add_pod(pod)
+        return pod
+
+    def remove_pod(self, pod: Any) -> None:
+        name = pod if isinstance(pod, str) else pod.name
+        self.echo.remove_pod(name)
+        self.topology.remove_pod(name)
+
+    def slice_for(self, svc: ServiceHandle, endpoints: Iterable[Any]) -> SliceSpec:
+        eps = []
+        for e in endpoints:
+            if isinstance(e, EndpointSpec):
+                eps.append(e)
+            else:  # a pod handle
+                node = e.node.name if hasattr(e.node, "name") else e.node
+                eps.append(EndpointSpec(ip=e.ip, node=node, pod=e.name))
+        ports = model.slice_ports_for(svc.ports, {"http": 8080, "alt": 9090})
+        return SliceSpec(name=f"{svc.name}-{self.alloc.name('s')}", endpoints=eps, ports=ports)
+
+    def create_service(self, endpoints: Iterable[Any] = (), *, ports: Sequence[PortSpec] | None = None,
+                       type: str = "ClusterIP", name: str | None = None, sync: bool = True,
+                       **fields: Any) -> ServiceHandle:
+        """Publish a Service (and its EndpointSlice) and wait until every proxier has it."""
+        ports = [PortSpec(**vars(p)) for p in (ports or [PortSpec(80, 8080, "TCP", "")])]
+        if type in ("NodePort", "LoadBalancer"):
+            for p in ports:
+                if p.node_port is None:
+                    p.node_port = self.alloc.node_port()
+        spec = ServiceSpecIn(name=name or self.alloc.name("svc"), namespace=TEST_NAMESPACE,
+                             ports=ports, cluster_ip=fields.pop("cluster_ip", None) or self.alloc.cluster_ip(),
+                             type=type, **fields)
+        if (type == "LoadBalancer" and spec.external_traffic_policy == "Local"
+                and spec.health_check_node_port is None):
+            spec.health_check_node_port = self.alloc.health_check_port()
+        svc = ServiceHandle(self, spec)
+        endpoints = list(endpoints)
+        svc.slices = [self.slice_for(svc, endpoints)] if endpoints else []
+        self.put_service(svc)
+        if sync:
+            self.sync()
+        return svc
+
+    def put_service(self, svc: ServiceHandle) -> None:
+        self.controlplane.remove_where(
+            lambda o: o["kind"] == "EndpointSlice"
+            and (o["metadata"].get("namespace"), (o["metadata"].get("labels") or {}).get(model.SERVICE_NAME_LABEL))
+            == (svc.namespace, svc.name)
+        )
+        self.controlplane.put(*svc.objects())
+        self.services[(svc.namespace, svc.name)] = svc
+
+    def remove_service(self, svc: ServiceHandle) -> None:
+        self.controlplane.remove("Service", svc.namespace, svc.name)
+        self.controlplane.remove_where(
+            lambda o: o["kind"] == "EndpointSlice"
+            and (o["metadata"].get("labels") or {}).get(model.SERVICE_NAME_LABEL) == svc.name
+            and o["metadata"].get("namespace") == svc.namespace
+        )
+        self.services.pop((svc.namespace, svc.name), None)
+
+
+class ClusterScope:
+    """What one test sees: the env's hosts, plus pods and Services it removes afterwards."""
+
+    def __init__(self, env: ClusterEnv) -> None:
+        self.env = env
+        self._pods: list[Any] = []
+        self._services: list[ServiceHandle] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def add_pod(self, node: Any = None, ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS,
+                name: str | None = None) -> Any:
+        pod = self.env.add_pod(node, ports, name)
+        self._pods.append(pod)
+        return pod
+
+    def add_pods(self, count: int, node: Any = None,
+                 ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS) -> list[Any]:
+        return [self.add_pod(node, ports) for _ in range(count)]
+
+    def remove_pod(self, pod: Any) -> None:
+        self.env.remove_pod(pod)
+        self._pods = [p for p in self._pods if p.name != pod.name]
+
+    def create_service(self, endpoints: Iterable[Any] = (), **kw: Any) -> ServiceHandle:
+        svc = self.env.create_service(endpoints, **kw)
+        self._services.append(svc)
+        return svc
+
+    def close(self) -> None:
+        """Remove this test's Services (one generation) and pods; tolerate what is gone."""
+        live = [s for s in self._services if (s.namespace, s.name) in self.env.services]
+        for svc in live:
+            self.env.remove_service(svc)
+        if live:
+            try:
+                self.env.sync()
+            except Exception:  # noqa: BLE001 - teardown must go on; the test already reported
+                pass
+        for pod in self._pods:
+            try:
+                self.env.remove_pod(pod)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,81 @@
+"""The state-directory control plane: objects held here, published as numbered generations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from servicemodel import statedir
+
+
+def object_key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (obj["kind"], meta.get("namespace") or "", meta["name"])
+
+
+class SyncTimeout(TimeoutError):
+    """A proxier did not acknowledge a generation in time."""
+
+
+class StateDirControlPlane:
+    """Holds the cluster's Services, EndpointSlices and Nodes; each change is a generation.
+
+    ``publish`` writes the whole state atomically; ``wait_applied`` waits for every node's
+    acknowledgement (``applied/<node>``), checking the proxiers are still alive.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.generation = 0
+        self.published_at: dict[int, float] = {}
+
+    def objects(self) -> list[dict[str, Any]]:
+        order = {"Node": 0, "Service": 1, "EndpointSlice": 2}
+        return sorted(self._objects.values(), key=lambda o: (order.get(o["kind"], 9), object_key(o)))
+
+    def put(self, *objs: dict[str, Any]) -> None:
+        for obj in objs:
+            self._objects[object_key(obj)] = obj
+
+    def remove(self, kind: str, namespace: str, name: str) -> None:
+        self._objects.pop((kind, namespace, name), None)
+
+    def remove_where(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
+        for key in [k for k, o in self._objects.items() if predicate(o)]:
+            del self._objects[key]
+
+    def publish(self) -> int:
+        self.generation += 1
+        statedir.write_state(self.state_dir, self.objects(), self.generation)
+        self.published_at[self.generation] = time.monotonic()
+        return self.generation
+
+    def applied(self, node: str) -> int | None:
+        return statedir.read_applied(self.state_dir, node)
+
+    def wait_applied(self, generation: int, nodes: Iterable[str], timeout: float,
+                     check_alive: Callable[[], None] = lambda: None) -> float:
+        """Block until every node reports ``generation``; returns seconds waited."""
+        nodes = list(nodes)
+        start = time.monotonic()
+        deadline = start + timeout
+        delay = 0.002
+        while True:
+            behind = [n for n in nodes if (self.applied(n) or 0) < generation]
+            if not behind:
+                return time.monotonic() - start
+            check_alive()
+            if time.monotonic() > deadline:
+                seen = {n: self.applied(n) for n in behind}
+                raise SyncTimeout(
+                    f"generation {generation} was not applied within {timeout:.1f}s by "
+                    f"node(s) {', '.join(behind)} (last applied: {seen}); state file: "
+                    f"{statedir.state_path(self.state_dir)}. Check the proxier log, or raise "
+                    "--timeout-scale if the machine is slow."
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)

@@ -1,0 +1,190 @@
+"""Builders for the Kubernetes objects a test publishes (Service, EndpointSlice, Node).
+
+Objects are built with lightkube's typed models and handed on as plain dicts, shaped exactly
+as ``kubectl get -o yaml`` prints them; reading them back is ``servicemodel``'s job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube.models.core_v1 import (
+    ClientIPConfig,
+    LoadBalancerIngress,
+    LoadBalancerStatus,
+    NodeAddress,
+    NodeSpec,
+    NodeStatus,
+    ServicePort,
+    ServiceSpec,
+    ServiceStatus,
+    SessionAffinityConfig,
+)
+from lightkube.models.discovery_v1 import Endpoint, EndpointConditions, EndpointPort
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass
+class PortSpec:
+    """One Service port. ``target_port`` may be a number or the name of a container port."""
+
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+    name: str = ""
+    node_port: int | None = None
+
+    @property
+    def proto(self) -> str:
+        return self.protocol.lower()
+
+
+@dataclass
+class EndpointSpec:
+    """One endpoint address of an EndpointSlice, with its conditions."""
+
+    ip: str
+    node: str | None = None
+    ready: bool | None = True
+    serving: bool | None = None
+    terminating: bool | None = None
+    pod: str | None = None
+
+
+@dataclass
+class SliceSpec:
+    """An EndpointSlice: endpoints plus the ports (name, number, protocol) they listen on."""
+
+    name: str
+    endpoints: list[EndpointSpec]
+    ports: list[tuple[str, int, str]]
+    address_type: str = "IPv4"
+
+
+@dataclass
+class ServiceSpecIn:
+    """What a test says about a Service; ``service_object`` turns it into the API object."""
+
+    name: str
+    namespace: str
+    ports: list[PortSpec]
+    cluster_ip: str | None = None
+    type: str = "ClusterIP"
+    affinity_timeout: int | None = None  # seconds; None = no session affinity
+    external_traffic_policy: str | None = None
+    internal_traffic_policy: str | None = None
+    external_ips: list[str] = field(default_factory=list)
+    load_balancer_ips: list[str] = field(default_factory=list)
+    source_ranges: list[str] = field(default_factory=list)
+    health_check_node_port: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def family_of(ip: str) -> str:
+    return "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4"
+
+
+def service_object(spec: ServiceSpecIn) -> dict[str, Any]:
+    affinity = None
+    affinity_config = None
+    if spec.affinity_timeout is not None:
+        affinity = "ClientIP"
+        affinity_config = SessionAffinityConfig(
+            clientIP=ClientIPConfig(timeoutSeconds=spec.affinity_timeout)
+        )
+    ports = [
+        ServicePort(
+            name=p.name or None,
+            port=p.port,
+            targetPort=p.target_port if p.target_port is not None else p.port,
+            protocol=p.protocol,
+            nodePort=p.node_port if spec.type in ("NodePort", "LoadBalancer") else None,
+        )
+        for p in spec.ports
+    ]
+    status = None
+    if spec.load_balancer_ips:
+        status = ServiceStatus(
+            loadBalancer=LoadBalancerStatus(
+                ingress=[LoadBalancerIngress(ip=ip, ipMode="VIP") for ip in spec.load_balancer_ips]
+            )
+        )
+    family = family_of(spec.cluster_ip) if spec.cluster_ip else "IPv4"
+    svc = Service(
+        metadata=ObjectMeta(name=spec.name, namespace=spec.namespace, labels=spec.labels or None),
+        spec=ServiceSpec(
+            type=spec.type,
+            clusterIP=spec.cluster_ip,
+            clusterIPs=[spec.cluster_ip] if spec.cluster_ip else None,
+            ipFamilies=[family],
+            ipFamilyPolicy="SingleStack",
+            ports=ports,
+            sessionAffinity=affinity or "None",
+            sessionAffinityConfig=affinity_config,
+            externalTrafficPolicy=(
+                (spec.external_traffic_policy or "Cluster")
+                if spec.type in ("NodePort", "LoadBalancer")
+                else None
+            ),
+            internalTrafficPolicy=spec.internal_traffic_policy or "Cluster",
+            externalIPs=spec.external_ips or None,
+            loadBalancerSourceRanges=spec.source_ranges or None,
+            healthCheckNodePort=spec.health_check_node_port,
+        ),
+        status=status,
+    )
+    return svc.to_dict()
+
+
+def endpoint_slice_object(service: str, namespace: str, spec: SliceSpec) -> dict[str, Any]:
+    endpoints = [
+        Endpoint(
+            addresses=[e.ip],
+            nodeName=e.node,
+            conditions=EndpointConditions(ready=e.ready, serving=e.serving, terminating=e.terminating),
+        )
+        for e in spec.endpoints
+    ]
+    ports = [EndpointPort(name=name, port=port, protocol=proto.upper()) for name, port, proto in spec.ports]
+    es = EndpointSlice(
+        addressType=spec.address_type,
+        metadata=ObjectMeta(
+            name=spec.name,
+            namespace=namespace,
+            labels={SERVICE_NAME_LABEL: service, "endpointslice.kubernetes.io/managed-by": "svc-conformance"},
+        ),
+        endpoints=endpoints,
+        ports=ports,
+    )
+    return es.to_dict()
+
+
+def node_object(name: str, addresses: Sequence[str], pod_cidr: str | None = None) -> dict[str, Any]:
+    node = Node(
+        metadata=ObjectMeta(name=name),
+        spec=NodeSpec(podCIDR=pod_cidr, podCIDRs=[pod_cidr] if pod_cidr else None),
+        status=NodeStatus(addresses=[NodeAddress(type="InternalIP", address=a) for a in addresses]),
+    )
+    return node.to_dict()
+
+
+def slice_ports_for(service_ports: Iterable[PortSpec], pod_port_names: dict[str, int] | None = None
+                    ) -> list[tuple[str, int, str]]:
+    """EndpointSlice ports for a Service's ports: each named like the Service port, numbered
+    by its targetPort (a named targetPort is looked up in ``pod_port_names``)."""
+    out = []
+    for p in service_ports:
+        target = p.target_port if p.target_port is not None else p.port
+        if isinstance(target, str):
+            if not pod_port_names or target not in pod_port_names:
+                raise ValueError(f"targetPort {target!r} of port {p.name!r} names no pod port")
+            target = pod_port_names[target]
+        out.append((p.name, int(target), p.protocol))
+    return out

@@ -1,0 +1,374 @@
+"""The harness as a pytest plugin: options, markers, fixtures, evidence and report hooks.
+
+Loaded by the project's conftest.py. Fixtures:
+
+``proxier_spec`` (session)
+    The proxier under test (``--proxier``/``--proxier-cmd``), with its declared capabilities.
+``timing`` (session)
+    The one home of timeouts (``harness.timing.Timing``), scaled by ``--timeout-scale``.
+``run_seed`` (session) / ``rng`` (function)
+    The run's seed (``--seed``, printed in the header) and a per-test ``random.Random``
+    derived from it and the test id.
+``cluster_env`` (session, one per xdist worker)
+    Network namespaces (``--nodes`` nodes, ``--clients`` clients, ``--pod-network``), the echo
+    server, and the proxier running on every node. Depends on the three above.
+``cluster`` (function)
+    A ``ClusterScope`` over ``cluster_env``: create pods and Services; both are removed when
+    the test ends. Example::
+
+        def test_x(cluster):
+            pods = cluster.add_pods(2)
+            svc = cluster.create_service(pods)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.proxiers import CAPABILITIES, ProxierConfigError, resolve
+
+FEATURE_MARKERS = {
+    "dnat": "ClusterIP DNAT to the Service's ready endpoints",
+    "distribution": "load-balancing distribution over endpoints",
+    "affinity": "sessionAffinity ClientIP",
+    "nodeport": "NodePort reachability",
+    "no_endpoints": "Services without endpoints are refused",
+    "masquerade": "SNAT / masquerade and the masquerade mark",
+    "smoke": "the harness itself: topology, echo, probes",
+    "slow": "takes more than a few seconds",
+}
+
+_EVIDENCE_KEY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("svc-conformance", "Kubernetes Service proxy conformance")
+    g.addoption("--proxier", default=None,
+                help="proxier under test: 'reference' (default) or an adapter name from the "
+                     "svc_conformance.proxiers entry-point group")
+    g.addoption("--proxier-cmd", default=None,
+                help="command that runs a proxier on one node; placeholders: {node} {node_ip} "
+                     "{state_dir} {kubeconfig} {cluster_cidr} {service_cidr} {python} {iptables}")
+    g.addoption("--proxier-capabilities", default=None,
+                help="comma-separated capabilities the proxier declares (overrides the "
+                     f"adapter's); known: {', '.join(sorted(CAPABILITIES))}")
+    g.addoption("--iptables", choices=("nft", "legacy"), default="nft",
+                help="iptables flavour for the reference proxier (default: nft)")
+    g.addoption("--nodes", type=int, default=2, help="nodes in the test cluster (default 2)")
+    g.addoption("--clients", type=int, default=1, help="client hosts outside the cluster (default 1)")
+    g.addoption("--pod-network", choices=("routed", "bridge"), default="routed",
+                help="how pods attach to their node: one routed veth each, or a node bridge")
+    g.addoption("--seed", type=int, default=None, help="run seed (default: random, printed)")
+    g.addoption("--keep-on-failure", action="store_true",
+                help="leave the namespaces up after a failed test and print how to enter them")
+    g.addoption("--timeout-scale", type=float, default=None,
+                help="multiply every harness timeout (slow machines)")
+    g.addoption("--report-dir", default=None,
+                help="write report.json (one record per check, with the environment) here")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in FEATURE_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    config.addinivalue_line(
+        "markers",
+        "behavior(id, must, ref=None): the stable behaviour id, its one-sentence MUST and a reference",
+    )
+    config.addinivalue_line(
+        "markers", "requires(*capabilities): skip unless the proxier declares these capabilities"
+    )
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and "svc_seed" in workerinput:
+        seed = int(workerinput["svc_seed"])
+    elif config.getoption("seed") is not None:
+        seed = config.getoption("seed")
+    else:
+        seed = random.SystemRandom().randrange(1, 2**31)
+    config.stash[_SEED] = seed
+    config.stash[_RECORDS] = []
+
+
+_SEED = pytest.StashKey[int]()
+_RECORDS = pytest.StashKey[list[dict[str, Any]]]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: every worker uses the controller's seed."""
+    node.workerinput["svc_seed"] = node.config.stash[_SEED]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"svc-conformance: seed={config.stash[_SEED]} (replay with --seed {config.stash[_SEED]})"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        mark = item.get_closest_marker("behavior")
+        if mark is None:
+            continue
+        bid = mark.args[0]
+        func = getattr(item, "originalname", item.name)
+        where = f"{item.path}::{func}"
+        if seen.setdefault(bid, where) != where:
+            raise pytest.UsageError(
+                f"behaviour id {bid!r} is used by both {seen[bid]} and {where}; ids must be unique"
+            )
+        item.user_properties.append(("behavior", bid))
+        if "must" in mark.kwargs:
+            item.user_properties.append(("must", mark.kwargs["must"]))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    needed = [c for m in item.iter_markers("requires") for c in m.args]
+    if not needed:
+        return
+    try:
+        spec = _spec(item.config)
+    except ProxierConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    missing = [c for c in needed if not spec.has(c)]
+    if missing:
+        pytest.skip(f"proxier {spec.name!r} does not declare {', '.join(missing)} "
+                    f"({'; '.join(CAPABILITIES.get(c, c) for c in missing)})")
+
+
+def _spec(config: pytest.Config) -> Any:
+    return resolve(config.getoption("proxier"), config.getoption("proxier_cmd"),
+                   config.getoption("proxier_capabilities"))
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def proxier_spec(pytestconfig: pytest.Config) -> Any:
+    """The proxier under test (session). Depends on: options. Example: ``proxier_spec.has("affinity")``."""
+    try:
+        return _spec(pytestconfig)
+    except ProxierConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def timing(pytestconfig: pytest.Config) -> Any:
+    """Harness timeouts (session), scaled by --timeout-scale. Example: ``timing.silence_s``."""
+    from harness.timing import default_timing
+
+    base = default_timing()
+    scale = pytestconfig.getoption("timeout_scale")
+    return base.scaled(scale) if scale else base
+
+
+@pytest.fixture(scope="session")
+def run_seed(pytestconfig: pytest.Config) -> int:
+    """The run's seed (session). Example: ``random.Random(run_seed)``."""
+    return pytestconfig.stash[_SEED]
+
+
+@pytest.fixture
+def rng(run_seed: int, request: pytest.FixtureRequest) -> random.Random:
+    """A per-test random generator derived from the run seed and the test id (function)."""
+    digest = hashlib.sha256(f"{run_seed}:{request.node.nodeid}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and netfilter (run: sudo bash run.sh conformance)")
+
+
+@pytest.fixture(scope="session")
+def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
+                tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A running cluster for this worker (session): namespaces, echo server, proxier on every
+    node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
+    _require_root()
+    from harness.cluster import ClusterEnv
+    from harness.topology.netns import ClientSpec, NodeSpec, Topology, TopologySpec
+    from harness.traffic.echo import EchoServer
+
+    n_nodes = pytestconfig.getoption("nodes")
+    n_clients = pytestconfig.getoption("clients")
+    if n_nodes < 1 or n_clients < 1:
+        raise pytest.UsageError("--nodes and --clients must be at least 1")
+    spec = TopologySpec(
+        nodes=[NodeSpec(name=f"node{i + 1}") for i in range(n_nodes)],
+        clients=[ClientSpec(name=f"client{i + 1}", extra_addresses=8) for i in range(n_clients)],
+        pod_network=pytestconfig.getoption("pod_network"),
+    )
+    workdir = tmp_path_factory.mktemp("cluster")
+    keep = pytestconfig.getoption("keep_on_failure")
+    topo = Topology(spec)
+    topo.__enter__()
+    env = None
+    echo = None
+    try:
+        echo = EchoServer()
+        echo.start()
+        env = ClusterEnv(topo, echo, proxier_spec, workdir, timing,
+                         iptables=pytestconfig.getoption("iptables"))
+        pytestconfig.stash[_ENV] = env
+        env.start()
+        yield env
+    finally:
+        failed = pytestconfig.stash.get(_FAILED, False)
+        if keep and failed:
+            _print_keep_hint(pytestconfig, topo, workdir)
+        else:
+            if env is not None:
+                env.stop()
+            if echo is not None:
+                echo.stop()
+            topo.__exit__(None, None, None)
+
+
+_ENV = pytest.StashKey[Any]()
+_FAILED = pytest.StashKey[bool]()
+
+
+def _print_keep_hint(config: pytest.Config, topo: Any, workdir: Path) -> None:
+    lines = ["--keep-on-failure: the namespaces are still up. Enter one with:"]
+    for host in [*topo.nodes.values(), *topo.clients.values(), *topo.pods.values()]:
+        lines.append(f"  ip netns exec {host.netns} bash    # {host.name} {host.ip}")
+    lines.append(f"state and proxier logs: {workdir}")
+    lines.append("the next run removes them (or: ip netns list | grep PREFIX | xargs -n1 ip netns del)")
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    text = "\n".join(lines)
+    if tr is not None:
+        tr.write_line(text)
+    else:
+        print(text)
+
+
+@pytest.fixture
+def cluster(cluster_env: Any) -> Any:
+    """This test's view of the cluster (function): pods and Services it creates are removed
+    afterwards. Depends on: cluster_env. Example: ``svc = cluster.create_service(cluster.add_pods(2))``."""
+    from harness.cluster import ClusterScope
+
+    scope = ClusterScope(cluster_env)
+    yield scope
+    scope.close()
+
+
+# --- evidence and reports ----------------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.config.stash[_FAILED] = True
+        env = item.config.stash.get(_ENV, None)
+        if env is not None and "cluster" in getattr(item, "fixturenames", ()):
+            for title, text in _evidence(env):
+                report.sections.append((title, text))
+
+
+def _evidence(env: Any) -> list[tuple[str, str]]:
+    out = []
+    for name, proc in env.proxiers.items():
+        out.append((f"proxier log, node {name} (last lines)", proc.log_tail(40)))
+    for node in env.nodes:
+        out.append((f"rules on node {node.name}", _rules(node.netns)))
+    return out
+
+
+def _rules(netns: str) -> str:
+    try:
+        from harness import netfilter
+
+        dump = netfilter.dump_rules(netns)
+        return str(dump)
+    except Exception:  # noqa: BLE001 - evidence is best effort; fall back to the raw tools
+        parts = []
+        for tool in ("iptables-nft-save", "iptables-legacy-save"):
+            r = subprocess.run(["ip", "netns", "exec", netns, tool], capture_output=True, text=True)
+            if r.stdout.strip():
+                parts.append(f"# {tool}\n{r.stdout}")
+        return "\n".join(parts) or "(no rules)"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    props = dict(report.user_properties)
+    record = {
+        "nodeid": report.nodeid,
+        "behavior": props.get("behavior"),
+        "must": props.get("must"),
+        "outcome": "xfail" if hasattr(report, "wasxfail") else report.outcome,
+        "duration": round(report.duration, 4),
+        "message": None if report.passed else str(report.longrepr)[-4000:],
+        "evidence": {title: text for title, text in report.sections if not title.startswith("Captured")}
+        if report.failed else {},
+        "observations": props.get("observations"),
+    }
+    _CONTROLLER_RECORDS.append(record)
+
+
+_CONTROLLER_RECORDS: list[dict[str, Any]] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    report_dir = config.getoption("report_dir")
+    if not report_dir:
+        return
+    path = Path(report_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    spec = None
+    try:
+        spec = _spec(config)
+    except ProxierConfigError:
+        pass
+    index = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": config.stash[_SEED],
+        "exitstatus": int(exitstatus),
+        "environment": environment(config, spec),
+        "checks": _CONTROLLER_RECORDS,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(index, f, indent=1, default=str)
+    os.replace(tmp, path / "report.json")
+
+
+def _version(argv: list[str]) -> str | None:
+    if not shutil.which(argv[0]):
+        return None
+    r = subprocess.run(argv, capture_output=True, text=True)
+    return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else None
+
+
+def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
+    """What the run ran on: kernel, iptables and nft versions, proxier, pod network."""
+    return {
+        "kernel": platform.release(),
+        "iptables_legacy": _version(["iptables-legacy", "--version"]),
+        "iptables_nft": _version(["iptables-nft", "--version"]),
+        "nft": _version(["nft", "--version"]),
+        "conntrack": _version(["conntrack", "--version"]),
+        "iptables_flavour": config.getoption("iptables"),
+        "proxier": spec.name if spec else None,
+        "proxier_command": spec.command if spec else None,
+        "capabilities": sorted(spec.capabilities) if spec else None,
+        "pod_network": config.getoption("pod_network"),
+        "nodes": config.getoption("nodes"),
+    }
