@@ -1,0 +1,652 @@
+"""The reference proxier's daemon: kube-proxy's iptables mode as a long-running process.
+
+Started by the harness inside one node's network namespace (``ip netns exec``), it watches
+the state directory (see :mod:`servicemodel.statedir`) and keeps the namespace's iptables
+rules in step with the published Services and EndpointSlices, as kube-proxy's
+``syncProxyRules`` does:
+
+* a sync loads the state, builds the proxy state (:mod:`refproxier.proxystate`), renders
+  iptables-restore input (:mod:`refproxier.iptables`) and applies it with
+  ``iptables-restore -w --noflush --counters``; full syncs also ensure the jump rules from
+  the built-in chains (``-C``, then ``-I chain 1``, as kube-proxy's EnsureRule);
+* partial syncs rewrite the per-service chains only for services whose Service or
+  EndpointSlices changed since the last applied state (MinimizeIPTablesRestore);
+* syncs are rate-limited by ``min_sync_period``; a full resync runs every ``sync_period``,
+  after a failed restore (retried with backoff), and when a ``KUBE-PROXY-CANARY`` chain
+  disappears (someone flushed the tables);
+* after a sync that changed a UDP service, stale UDP conntrack entries are deleted;
+* health check node port servers follow the services;
+* after every successful sync the applied generation is written to ``applied/<node>``.
+
+Bad input never removes working rules: an unreadable state is logged and ignored (the
+current rules stay until the next generation), and problems in single objects are logged
+while the rest is applied. On SIGTERM/SIGINT the daemon exits 0 and leaves its rules in
+place, as kube-proxy does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from refproxier import netfilter_exec
+from refproxier.config import ProxierConfig
+from refproxier.conntrack import UdpServicePort, clean_stale_entries
+from refproxier.healthcheck import HealthCheckServers, HealthCheckTarget
+from refproxier.netfilter_exec import CANARY_CHAIN, Iptables
+from servicemodel import statedir
+
+log = logging.getLogger("refproxier.daemon")
+
+POLL_INTERVAL = 0.05  # how often state.yaml is stat()ed
+CANARY_INTERVAL = 1.0  # kube-proxy's Monitor checks the canaries about this often
+RETRY_BACKOFF_MIN = 0.5  # first retry after a failed restore
+RETRY_BACKOFF_MAX = 30.0
+
+ServiceKey = tuple[str, str]  # (namespace, name)
+
+
+# --------------------------------------------------------------------------------------
+# Loading the state and telling what changed between generations
+
+
+@dataclass
+class LoadedState:
+    """One generation of the state directory, with a fingerprint of each service's inputs."""
+
+    generation: int | None
+    cluster: Any  # servicemodel.cluster.ClusterState
+    # (namespace, service name) -> digest of the Service and its EndpointSlices
+    fingerprints: dict[ServiceKey, str]
+    # digest of the Node objects (topology labels): a change forces a full sync
+    nodes_fingerprint: str
+
+
+def _digest(obj: Any) -> str:
+    d = obj.to_dict() if hasattr(obj, "to_dict") else obj
+    if isinstance(d, dict) and isinstance(d.get("metadata"), dict):
+        # Bookkeeping fields change without the object changing; kube-proxy compares the
+        # derived service/endpoint info, so equal content must count as unchanged.
+        meta = {
+            k: v
+            for k, v in d["metadata"].items()
+            if k not in ("resourceVersion", "managedFields", "generation")
+        }
+        d = {**d, "metadata": meta}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprints_of(cluster: Any) -> tuple[dict[ServiceKey, str], str]:
+    """Per-service digests (Service + its slices, whether or not the Service exists) and a
+    digest of the Nodes."""
+    parts: dict[ServiceKey, list[str]] = {}
+    for key, svc in sorted(cluster.services.items()):
+        parts.setdefault(key, []).append("svc:" + _digest(svc))
+    for (ns, slice_name), sl in sorted(cluster.endpoint_slices.items()):
+        labels = (sl.metadata.labels or {}) if sl.metadata else {}
+        owner = labels.get("kubernetes.io/service-name")
+        if owner is None:
+            continue  # kube-proxy ignores slices without the label
+        parts.setdefault((ns, owner), []).append(f"slice:{slice_name}:" + _digest(sl))
+    fps = {k: hashlib.sha256("\n".join(v).encode()).hexdigest() for k, v in parts.items()}
+    nodes = hashlib.sha256(
+        "\n".join(f"{n}:{_digest(o)}" for n, o in sorted(cluster.nodes.items())).encode()
+    ).hexdigest()
+    return fps, nodes
+
+
+def changed_services(old: Mapping[ServiceKey, str], new: Mapping[ServiceKey, str]) -> set[ServiceKey]:
+    """Services whose Service or EndpointSlices were added, removed or modified."""
+    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+
+
+class StateLoadError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# The pure parts the daemon drives (another module's work), behind one small interface so
+# the mechanics can be tested with stand-ins.
+
+
+class Backend(Protocol):
+    def load(self, state_dir: str) -> LoadedState: ...
+    def build(self, cluster: Any, config: ProxierConfig) -> Any: ...
+    def render(
+        self, proxy_state: Any, config: ProxierConfig, *, changed: set[ServiceKey] | None,
+        existing_nat_chains: frozenset[str],
+    ) -> str: ...
+    def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]: ...
+    def problems(self, proxy_state: Any) -> list[str]: ...
+    def udp_ports(self, proxy_state: Any) -> dict[ServiceKey, list[UdpServicePort]]: ...
+    def health_checks(self, proxy_state: Any) -> dict[int, HealthCheckTarget]: ...
+
+
+class DefaultBackend:
+    """The real pure parts: servicemodel + refproxier.proxystate + refproxier.iptables."""
+
+    def load(self, state_dir: str) -> LoadedState:
+        from servicemodel.cluster import ClusterState
+        from servicemodel.load import ModelError
+
+        path = statedir.state_path(state_dir)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise StateLoadError(f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            from servicemodel.load import load_text
+
+            # Parse the text we read (not the path again): the file may be replaced at any
+            # moment, and the generation must belong to these very objects.
+            objs = load_text(text, source=str(path))
+            generation = statedir.read_generation(text)
+        except (ModelError, ValueError, TypeError) as e:
+            raise StateLoadError(str(e)) from None
+        except Exception as e:  # yaml.YAMLError and whatever a malformed object raises
+            raise StateLoadError(f"{path}: {type(e).__name__}: {e}") from None
+        cluster = ClusterState.from_objects(objs, generation=generation)
+        fps, nodes = fingerprints_of(cluster)
+        return LoadedState(generation, cluster, fps, nodes)
+
+    def build(self, cluster: Any, config: ProxierConfig) -> Any:
+        from refproxier.proxystate import build_proxy_state
+
+        return build_proxy_state(cluster, config)
+
+    def render(
+        self, proxy_state: Any, config: ProxierConfig, *, changed: set[ServiceKey] | None,
+        existing_nat_chains: frozenset[str],
+    ) -> str:
+        from refproxier import iptables
+
+        return iptables.render(
+            proxy_state, config, changed=changed, existing_nat_chains=existing_nat_chains
+        )
+
+    def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]:
+        from refproxier import iptables
+
+        return [_jump_rule_tuple(j) for j in iptables.jump_rules(config)]
+
+    def problems(self, proxy_state: Any) -> list[str]:
+        return [str(p) for p in getattr(proxy_state, "problems", ()) or ()]
+
+    def udp_ports(self, proxy_state: Any) -> dict[ServiceKey, list[UdpServicePort]]:
+        return _udp_ports_from(proxy_state)
+
+    def health_checks(self, proxy_state: Any) -> dict[int, HealthCheckTarget]:
+        return _health_checks_from(proxy_state)
+
+
+def _jump_rule_tuple(j: Any) -> tuple[str, str, list[str]]:
+    if isinstance(j, tuple | list):
+        table, chain, args = j[0], j[1], j[2]
+    else:
+        table = j.table
+        chain = getattr(j, "chain", None) or j.src_chain
+        args = j.args
+    return str(table), str(chain), [str(a) for a in args]
+
+
+def _udp_ports_from(ps: Any) -> dict[ServiceKey, list[UdpServicePort]]:
+    # Adapted to refproxier.proxystate once it lands; see the report for the interface.
+    raise NotImplementedError
+
+
+def _health_checks_from(ps: Any) -> dict[int, HealthCheckTarget]:
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# The daemon
+
+
+class NetfilterOps(Protocol):
+    """What the daemon needs from iptables (``netfilter_exec.Iptables`` implements it)."""
+
+    flavour: str
+    family: int
+
+    def restore(self, text: str) -> netfilter_exec.RestoreResult: ...
+    def chains(self, table: str) -> frozenset[str]: ...
+    def chain_exists(self, table: str, chain: str) -> bool: ...
+    def ensure_chain(self, table: str, chain: str) -> None: ...
+    def ensure_rule_prepended(self, table: str, chain: str, args: list[str]) -> bool: ...
+
+
+@dataclass
+class _Applied:
+    """What the rules in the kernel currently reflect."""
+
+    generation: int | None = None
+    fingerprints: dict[ServiceKey, str] = field(default_factory=dict)
+    nodes_fingerprint: str | None = None
+    udp_services: frozenset[ServiceKey] = frozenset()
+    problems: frozenset[str] = frozenset()
+
+
+class Daemon:
+    """The sync loop. All side effects go through ``ipt``, ``hc``, ``conntrack_clean``
+    and ``write_applied``, so the logic runs in unit tests without root."""
+
+    def __init__(
+        self,
+        config: ProxierConfig,
+        state_dir: str,
+        *,
+        ipt: NetfilterOps,
+        backend: Backend | None = None,
+        hc: HealthCheckServers | None = None,
+        conntrack_clean: Callable[[Iterable[UdpServicePort], int], Any] | None = None,
+        write_applied: Callable[[str, str, int], None] = statedir.write_applied,
+        clock: Callable[[], float] = time.monotonic,
+        refresh_config: Callable[[ProxierConfig], ProxierConfig] | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = str(state_dir)
+        self.ipt = ipt
+        self.backend = backend or DefaultBackend()
+        self.hc = hc if hc is not None else HealthCheckServers(config.ip_family)
+        self.conntrack_clean = conntrack_clean or (
+            lambda ports, family: clean_stale_entries(ports, family)
+        )
+        self.write_applied = write_applied
+        self.clock = clock
+        self.refresh_config = refresh_config
+        self.stop_event = threading.Event()
+
+        self.loaded: LoadedState | None = None
+        self.applied = _Applied()
+        self.need_full_sync = True
+        self.sync_pending = False
+        self.last_sync_start: float | None = None
+        self.last_full_sync: float | None = None
+        self.retry_at: float | None = None
+        self.backoff = RETRY_BACKOFF_MIN
+        self.next_canary_check = 0.0
+        self._file_key: tuple | None = None
+        self.syncs = 0  # successful syncs, for tests and logs
+        self.failed_syncs = 0
+
+    # --- watching ----------------------------------------------------------------------
+
+    def _stat_key(self) -> tuple | None:
+        try:
+            st = os.stat(statedir.state_path(self.state_dir))
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def poll_state(self) -> None:
+        """Load state.yaml if it was replaced since the last look."""
+        key = self._stat_key()
+        if key is None or key == self._file_key:
+            return
+        self._file_key = key
+        try:
+            loaded = self.backend.load(self.state_dir)
+        except StateLoadError as e:
+            log.error("state not applied, keeping current rules until the next generation: %s", e)
+            return
+        if loaded.generation is None:
+            log.warning("state has no metadata.resourceVersion; applying it without a generation")
+        if self.loaded is not None and loaded.generation == self.loaded.generation:
+            if loaded.fingerprints == self.loaded.fingerprints and (
+                loaded.nodes_fingerprint == self.loaded.nodes_fingerprint
+            ):
+                return  # rewritten with the same content
+        log.info("state generation %s read (%d services)", loaded.generation, len(loaded.fingerprints))
+        self.loaded = loaded
+        self.sync_pending = True
+
+    def check_canaries(self) -> None:
+        """kube-proxy's Monitor: if a canary chain is gone, the tables were flushed by
+        someone else; the only safe answer is a full resync."""
+        if self.syncs == 0:
+            return  # nothing installed yet
+        for table in ("mangle", "nat", "filter"):
+            if not self.ipt.chain_exists(table, CANARY_CHAIN):
+                log.warning("canary chain %s missing from table %s: rules were flushed, full resync",
+                            CANARY_CHAIN, table)
+                self.need_full_sync = True
+                self.sync_pending = True
+                return
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        if self.loaded is None:
+            return False
+        if self.retry_at is not None:
+            if now < self.retry_at:
+                return False
+        elif not self.sync_pending:
+            if self.last_sync_start is not None and now - self.last_sync_start < self.config.sync_period:
+                return False
+            # Periodic resync: kube-proxy's BoundedFrequencyRunner maxInterval.
+            self.need_full_sync = True
+        if self.last_sync_start is not None and now - self.last_sync_start < self.config.min_sync_period:
+            return False
+        return True
+
+    def step(self) -> None:
+        now = self.clock()
+        self.poll_state()
+        if now >= self.next_canary_check:
+            self.next_canary_check = now + CANARY_INTERVAL
+            self.check_canaries()
+        if self.due(now):
+            self.sync()
+
+    def run_forever(self) -> None:
+        while not self.stop_event.is_set():
+            self.step()
+            self.stop_event.wait(POLL_INTERVAL)
+
+    # --- one sync ----------------------------------------------------------------------
+
+    def sync(self) -> bool:
+        """Apply ``self.loaded``. Returns True on success."""
+        loaded = self.loaded
+        assert loaded is not None
+        now = self.clock()
+        self.last_sync_start = now
+        self.sync_pending = False
+        full = self.need_full_sync or loaded.nodes_fingerprint != self.applied.nodes_fingerprint
+        changed = changed_services(self.applied.fingerprints, loaded.fingerprints)
+        t0 = time.monotonic()
+        if self.refresh_config is not None and full:
+            self.config = self.refresh_config(self.config)
+        try:
+            proxy_state = self.backend.build(loaded.cluster, self.config)
+        except Exception:
+            # A bug or an input the model does not cover: say so, keep the current rules.
+            log.exception("building the proxy state for generation %s failed; keeping current rules",
+                          loaded.generation)
+            self._failed(now)
+            return False
+        problems = self.backend.problems(proxy_state)
+        for p in problems:
+            if p not in self.applied.problems:
+                log.warning("generation %s: %s", loaded.generation, p)
+        try:
+            if full:
+                self._ensure_base()
+            existing = self.ipt.chains("nat")
+            text = self.backend.render(
+                proxy_state, self.config, changed=None if full else changed,
+                existing_nat_chains=existing,
+            )
+        except Exception:
+            log.exception("preparing the rules for generation %s failed", loaded.generation)
+            self._failed(now)
+            return False
+        result = self.ipt.restore(text)
+        if not result.ok:
+            log.error("iptables-restore (%s) failed for generation %s: %s",
+                      "full" if full else "partial", loaded.generation, result.describe())
+            self._failed(now)
+            return False
+
+        # Rules are in. Follow up on what depends on them.
+        new_udp = self._udp(proxy_state)
+        udp_changed = (set(self.applied.udp_services) | set(new_udp)) & changed
+        self._sync_health_checks(proxy_state)
+        if udp_changed:
+            self._clean_conntrack(new_udp, loaded.generation)
+        self.applied = _Applied(
+            loaded.generation, dict(loaded.fingerprints), loaded.nodes_fingerprint,
+            frozenset(new_udp), frozenset(problems),
+        )
+        self.need_full_sync = False
+        self.retry_at = None
+        self.backoff = RETRY_BACKOFF_MIN
+        self.syncs += 1
+        if full:
+            self.last_full_sync = now
+        if loaded.generation is not None:
+            try:
+                self.write_applied(self.state_dir, self.config.hostname, loaded.generation)
+            except OSError as e:
+                log.error("cannot write applied generation: %s", e)
+        log.info("%s sync of generation %s done in %.0f ms (%d services changed, %d problems)",
+                 "full" if full else "partial", loaded.generation,
+                 (time.monotonic() - t0) * 1000, len(changed), len(problems))
+        return True
+
+    def _failed(self, now: float) -> None:
+        # iptables-restore is atomic per table, so the last good rules are still there. The
+        # next attempt rewrites everything, since we no longer know what the kernel holds.
+        self.failed_syncs += 1
+        self.need_full_sync = True
+        self.sync_pending = True
+        self.retry_at = now + self.backoff
+        log.info("retrying in %.1f s with a full sync", self.backoff)
+        self.backoff = min(self.backoff * 2, max(RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN))
+
+    def _ensure_base(self) -> None:
+        for table in ("mangle", "nat", "filter"):
+            self.ipt.ensure_chain(table, CANARY_CHAIN)
+        for table, chain, args in self.backend.jump_rules(self.config):
+            target = _target_of(args)
+            if target is not None:
+                # EnsureRule needs the target to exist; kube-proxy EnsureChain()s it first.
+                self.ipt.ensure_chain(table, target)
+            if self.ipt.ensure_rule_prepended(table, chain, args):
+                log.info("jump rule installed: -t %s -I %s 1 %s", table, chain, " ".join(args))
+
+    def _udp(self, proxy_state: Any) -> dict[ServiceKey, list[UdpServicePort]]:
+        try:
+            return self.backend.udp_ports(proxy_state)
+        except Exception:
+            log.exception("reading UDP service ports from the proxy state failed")
+            return {}
+
+    def _sync_health_checks(self, proxy_state: Any) -> None:
+        try:
+            wanted = self.backend.health_checks(proxy_state)
+        except Exception:
+            log.exception("reading health check node ports from the proxy state failed")
+            return
+        for err in self.hc.sync(wanted):
+            log.error("%s", err)
+
+    def _clean_conntrack(self, udp: Mapping[ServiceKey, list[UdpServicePort]], gen: int | None) -> None:
+        ports = [p for ps in udp.values() for p in ps]
+        try:
+            deleted = self.conntrack_clean(ports, self.config.ip_family)
+        except Exception as e:
+            log.error("UDP conntrack cleanup after generation %s failed: %s", gen, e)
+            return
+        for d in deleted or ():
+            log.info("conntrack: deleted stale UDP entries to %s:%s with reply source %s",
+                     getattr(d, "orig_dst", None) or "*", getattr(d, "orig_dport", "?"),
+                     getattr(d, "reply_src", "?"))
+
+    def close(self) -> None:
+        self.hc.close_all()
+
+
+def _target_of(args: list[str]) -> str | None:
+    for i, a in enumerate(args[:-1]):
+        if a in ("-j", "--jump"):
+            t = args[i + 1]
+            return t if t.startswith("KUBE-") else None
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Process set-up
+
+
+def in_root_netns() -> bool:
+    """True if this process shares PID 1's network namespace (the host's)."""
+    try:
+        me = os.stat("/proc/self/ns/net")
+        init = os.stat("/proc/1/ns/net")
+    except PermissionError:
+        # Cannot tell: be safe, as if we were in the root namespace.
+        return True
+    return (me.st_dev, me.st_ino) == (init.st_dev, init.st_ino)
+
+
+def _read_sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    if _read_sysctl(name) == value:
+        return
+    Path("/proc/sys", name.replace(".", "/")).write_text(value)
+    log.info("sysctl %s=%s", name, value)
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = os.uname().release.split(".")
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+def set_sysctls(config: ProxierConfig) -> ProxierConfig:
+    """The sysctls kube-proxy sets, written in this (node) namespace only. Returns the config
+    with ``conntrack_tcp_be_liberal`` as read from the kernel."""
+    if config.ip_family == 4 and config.localhost_nodeports:
+        _write_sysctl("net.ipv4.conf.all.route_localnet", "1")
+    # br_netfilter's sysctls are per network namespace only since Linux 5.3; before that,
+    # writing one would change the host's, which we must never do.
+    if _read_sysctl("net.bridge.bridge-nf-call-iptables") is not None:
+        if _kernel_at_least(5, 3):
+            _write_sysctl("net.bridge.bridge-nf-call-iptables", "1")
+        else:
+            log.warning("not setting net.bridge.bridge-nf-call-iptables: global before Linux 5.3")
+    liberal = _read_sysctl("net.netfilter.nf_conntrack_tcp_be_liberal")
+    be_liberal = liberal not in (None, "", "0")
+    if be_liberal != config.conntrack_tcp_be_liberal:
+        config = dataclasses.replace(config, conntrack_tcp_be_liberal=be_liberal)
+    return config
+
+
+def local_addresses(family: int) -> tuple[str, ...]:
+    """Addresses of this namespace's interfaces (kube-proxy reads them for
+    --nodeport-addresses)."""
+    p = subprocess.run(["ip", "-j", f"-{family}", "addr", "show"], capture_output=True,
+                       text=True, timeout=10, check=False)
+    if p.returncode != 0:
+        return ()
+    try:
+        links = json.loads(p.stdout or "[]")
+    except ValueError:
+        return ()
+    return tuple(a["local"] for ln in links for a in ln.get("addr_info", []) if "local" in a)
+
+
+def _refresh_local_addresses(config: ProxierConfig) -> ProxierConfig:
+    addrs = local_addresses(config.ip_family)
+    if addrs and addrs != config.local_addresses:
+        return dataclasses.replace(config, local_addresses=addrs)
+    return config
+
+
+class _UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        return f"{t}.{int(record.msecs):03d}Z"
+
+
+def _setup_logging(hostname: str) -> None:
+    logger = logging.getLogger("refproxier")
+    if logger.handlers or logging.getLogger().handlers:
+        return  # the caller configured logging
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(_UTCFormatter(f"%(asctime)s refproxier[{hostname}] %(levelname)s %(message)s"))
+    logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _resolve_flavour(config: ProxierConfig) -> str:
+    if config.iptables_mode in ("legacy", "nft"):
+        return config.iptables_mode
+    return netfilter_exec.detect_flavour(config.ip_family)
+
+
+def run(config: ProxierConfig, state_dir: str) -> int:
+    """Run the proxier until SIGTERM/SIGINT; returns the exit status (0, or 2 on refusal)."""
+    _setup_logging(config.hostname)
+    if in_root_netns():
+        print("refproxier: refusing to run in the root network namespace; start it inside a "
+              "node namespace (ip netns exec <ns> ...)", file=sys.stderr)
+        return 2
+    flavour = _resolve_flavour(config)
+    ipt = Iptables(flavour, config.ip_family)
+    try:
+        config = set_sysctls(config)
+    except OSError as e:
+        log.error("setting sysctls failed: %s", e)
+    refresh = _refresh_local_addresses if config.nodeport_addresses else None
+    if refresh is not None:
+        config = refresh(config)
+    daemon = Daemon(config, state_dir, ipt=ipt, refresh_config=refresh)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
+        daemon.stop_event.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
+             config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
+             config.min_sync_period)
+    try:
+        daemon.run_forever()
+    finally:
+        daemon.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    log.info("stopped")
+    return 0
+
+
+def cleanup(config: ProxierConfig) -> int:
+    """Remove what kube-proxy installs (jump rules, KUBE-* chains in filter/nat/mangle) for
+    the configured flavour (``auto``: every flavour holding such rules). Returns 0, or 1 if
+    something could not be removed."""
+    _setup_logging(config.hostname)
+    if in_root_netns():
+        print("refproxier: refusing to clean up the root network namespace", file=sys.stderr)
+        return 2
+    flavours = [config.iptables_mode] if config.iptables_mode in ("legacy", "nft") else ["legacy", "nft"]
+    status = 0
+    for flavour in flavours:
+        ipt = Iptables(flavour, config.ip_family)
+        saves = {t: ipt.save(t) for t in netfilter_exec.TABLES}
+        text = netfilter_exec.cleanup_text(saves)
+        if not text:
+            continue
+        res = ipt.restore(text, counters=False)
+        if res.ok:
+            log.info("cleanup: removed kube-proxy rules and chains (%s)", flavour)
+        else:
+            log.error("cleanup (%s) failed: %s", flavour, res.describe())
+            status = 1
+    return status
+
