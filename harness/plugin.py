@@ -206,7 +206,7 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
         raise pytest.UsageError("--nodes and --clients must be at least 1")
     spec = TopologySpec(
         nodes=[NodeSpec(name=f"node{i + 1}") for i in range(n_nodes)],
-        clients=[ClientSpec(name=f"client{i + 1}", extra_addresses=8) for i in range(n_clients)],
+        clients=[ClientSpec(name=f"client{i + 1}", extra_addresses=16) for i in range(n_clients)],
         pod_network=pytestconfig.getoption("pod_network"),
     )
     workdir = tmp_path_factory.mktemp("cluster")
