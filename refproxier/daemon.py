@@ -27,7 +27,6 @@ place, as kube-proxy does.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -36,8 +35,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,91 +54,47 @@ CANARY_INTERVAL = 1.0  # kube-proxy's Monitor checks the canaries about this oft
 RETRY_BACKOFF_MIN = 0.5  # first retry after a failed restore
 RETRY_BACKOFF_MAX = 30.0
 
-ServiceKey = tuple[str, str]  # (namespace, name)
 
 
 # --------------------------------------------------------------------------------------
-# Loading the state and telling what changed between generations
+# The pure parts the daemon drives (refproxier.proxystate / refproxier.iptables), behind one
+# small interface so that the mechanics can be tested with stand-ins.
 
 
 @dataclass
 class LoadedState:
-    """One generation of the state directory, with a fingerprint of each service's inputs."""
+    """One generation of the state directory."""
 
     generation: int | None
     cluster: Any  # servicemodel.cluster.ClusterState
-    # (namespace, service name) -> digest of the Service and its EndpointSlices
-    fingerprints: dict[ServiceKey, str]
-    # digest of the Node objects (topology labels): a change forces a full sync
-    nodes_fingerprint: str
-
-
-def _digest(obj: Any) -> str:
-    d = obj.to_dict() if hasattr(obj, "to_dict") else obj
-    if isinstance(d, dict) and isinstance(d.get("metadata"), dict):
-        # Bookkeeping fields change without the object changing; kube-proxy compares the
-        # derived service/endpoint info, so equal content must count as unchanged.
-        meta = {
-            k: v
-            for k, v in d["metadata"].items()
-            if k not in ("resourceVersion", "managedFields", "generation")
-        }
-        d = {**d, "metadata": meta}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def fingerprints_of(cluster: Any) -> tuple[dict[ServiceKey, str], str]:
-    """Per-service digests (Service + its slices, whether or not the Service exists) and a
-    digest of the Nodes."""
-    parts: dict[ServiceKey, list[str]] = {}
-    for key, svc in sorted(cluster.services.items()):
-        parts.setdefault(key, []).append("svc:" + _digest(svc))
-    for (ns, slice_name), sl in sorted(cluster.endpoint_slices.items()):
-        labels = (sl.metadata.labels or {}) if sl.metadata else {}
-        owner = labels.get("kubernetes.io/service-name")
-        if owner is None:
-            continue  # kube-proxy ignores slices without the label
-        parts.setdefault((ns, owner), []).append(f"slice:{slice_name}:" + _digest(sl))
-    fps = {k: hashlib.sha256("\n".join(v).encode()).hexdigest() for k, v in parts.items()}
-    nodes = hashlib.sha256(
-        "\n".join(f"{n}:{_digest(o)}" for n, o in sorted(cluster.nodes.items())).encode()
-    ).hexdigest()
-    return fps, nodes
-
-
-def changed_services(old: Mapping[ServiceKey, str], new: Mapping[ServiceKey, str]) -> set[ServiceKey]:
-    """Services whose Service or EndpointSlices were added, removed or modified."""
-    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
 
 
 class StateLoadError(Exception):
     pass
 
 
-# --------------------------------------------------------------------------------------
-# The pure parts the daemon drives (another module's work), behind one small interface so
-# the mechanics can be tested with stand-ins.
-
-
 class Backend(Protocol):
     def load(self, state_dir: str) -> LoadedState: ...
     def build(self, cluster: Any, config: ProxierConfig) -> Any: ...
+    def changed(self, old: Any | None, new: Any) -> set[str] | None: ...
     def render(
-        self, proxy_state: Any, config: ProxierConfig, *, changed: set[ServiceKey] | None,
+        self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,
         existing_nat_chains: frozenset[str],
     ) -> str: ...
     def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]: ...
     def problems(self, proxy_state: Any) -> list[str]: ...
-    def udp_ports(self, proxy_state: Any) -> dict[ServiceKey, list[UdpServicePort]]: ...
+    def udp_services(self, proxy_state: Any) -> set[str]: ...
+    def udp_ports(self, proxy_state: Any) -> list[UdpServicePort]: ...
     def health_checks(self, proxy_state: Any) -> dict[int, HealthCheckTarget]: ...
 
 
 class DefaultBackend:
-    """The real pure parts: servicemodel + refproxier.proxystate + refproxier.iptables."""
+    """The real pure parts: servicemodel + refproxier.proxystate + refproxier.iptables.
+    Service keys are ``"namespace/name"`` strings (``ServicePortInfo.service_key``)."""
 
     def load(self, state_dir: str) -> LoadedState:
         from servicemodel.cluster import ClusterState
-        from servicemodel.load import ModelError
+        from servicemodel.load import ModelError, load_text
 
         path = statedir.state_path(state_dir)
         try:
@@ -147,8 +102,6 @@ class DefaultBackend:
         except OSError as e:
             raise StateLoadError(f"cannot read {path}: {e.strerror or e}") from None
         try:
-            from servicemodel.load import load_text
-
             # Parse the text we read (not the path again): the file may be replaced at any
             # moment, and the generation must belong to these very objects.
             objs = load_text(text, source=str(path))
@@ -157,17 +110,23 @@ class DefaultBackend:
             raise StateLoadError(str(e)) from None
         except Exception as e:  # yaml.YAMLError and whatever a malformed object raises
             raise StateLoadError(f"{path}: {type(e).__name__}: {e}") from None
-        cluster = ClusterState.from_objects(objs, generation=generation)
-        fps, nodes = fingerprints_of(cluster)
-        return LoadedState(generation, cluster, fps, nodes)
+        return LoadedState(generation, ClusterState.from_objects(objs, generation=generation))
 
     def build(self, cluster: Any, config: ProxierConfig) -> Any:
         from refproxier.proxystate import build_proxy_state
 
         return build_proxy_state(cluster, config)
 
+    def changed(self, old: Any | None, new: Any) -> set[str] | None:
+        # kube-proxy decides on the derived service/endpoint info, not on raw objects: an
+        # edit that changes nothing a rule depends on (a label, a resourceVersion) is no
+        # change.
+        from refproxier.proxystate import changed_services
+
+        return changed_services(old, new)
+
     def render(
-        self, proxy_state: Any, config: ProxierConfig, *, changed: set[ServiceKey] | None,
+        self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,
         existing_nat_chains: frozenset[str],
     ) -> str:
         from refproxier import iptables
@@ -182,13 +141,25 @@ class DefaultBackend:
         return [_jump_rule_tuple(j) for j in iptables.jump_rules(config)]
 
     def problems(self, proxy_state: Any) -> list[str]:
-        return [str(p) for p in getattr(proxy_state, "problems", ()) or ()]
+        return [str(p) for p in proxy_state.problems]
 
-    def udp_ports(self, proxy_state: Any) -> dict[ServiceKey, list[UdpServicePort]]:
-        return _udp_ports_from(proxy_state)
+    def udp_services(self, proxy_state: Any) -> set[str]:
+        return {sp.service_key for sp in proxy_state.service_ports if sp.protocol == "UDP"}
+
+    def udp_ports(self, proxy_state: Any) -> list[UdpServicePort]:
+        return [
+            UdpServicePort(
+                sp.port_name_string, tuple(sp.destination_ips), sp.port, sp.node_port,
+                frozenset(sp.serving_endpoint_ips),
+            )
+            for sp in proxy_state.udp_service_ports()
+        ]
 
     def health_checks(self, proxy_state: Any) -> dict[int, HealthCheckTarget]:
-        return _health_checks_from(proxy_state)
+        return {
+            hc.node_port: HealthCheckTarget(hc.namespace, hc.name, hc.local_endpoints)
+            for hc in proxy_state.health_checks()
+        }
 
 
 def _jump_rule_tuple(j: Any) -> tuple[str, str, list[str]]:
@@ -199,15 +170,6 @@ def _jump_rule_tuple(j: Any) -> tuple[str, str, list[str]]:
         chain = getattr(j, "chain", None) or j.src_chain
         args = j.args
     return str(table), str(chain), [str(a) for a in args]
-
-
-def _udp_ports_from(ps: Any) -> dict[ServiceKey, list[UdpServicePort]]:
-    # Adapted to refproxier.proxystate once it lands; see the report for the interface.
-    raise NotImplementedError
-
-
-def _health_checks_from(ps: Any) -> dict[int, HealthCheckTarget]:
-    raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------
@@ -232,9 +194,8 @@ class _Applied:
     """What the rules in the kernel currently reflect."""
 
     generation: int | None = None
-    fingerprints: dict[ServiceKey, str] = field(default_factory=dict)
-    nodes_fingerprint: str | None = None
-    udp_services: frozenset[ServiceKey] = frozenset()
+    proxy_state: Any = None
+    udp_services: frozenset[str] = frozenset()
     problems: frozenset[str] = frozenset()
 
 
@@ -303,12 +264,8 @@ class Daemon:
             return
         if loaded.generation is None:
             log.warning("state has no metadata.resourceVersion; applying it without a generation")
-        if self.loaded is not None and loaded.generation == self.loaded.generation:
-            if loaded.fingerprints == self.loaded.fingerprints and (
-                loaded.nodes_fingerprint == self.loaded.nodes_fingerprint
-            ):
-                return  # rewritten with the same content
-        log.info("state generation %s read (%d services)", loaded.generation, len(loaded.fingerprints))
+        log.info("state generation %s read (%d services, %d endpoint slices)", loaded.generation,
+                 len(loaded.cluster.services), len(loaded.cluster.endpoint_slices))
         self.loaded = loaded
         self.sync_pending = True
 
@@ -365,20 +322,23 @@ class Daemon:
         now = self.clock()
         self.last_sync_start = now
         self.sync_pending = False
-        full = self.need_full_sync or loaded.nodes_fingerprint != self.applied.nodes_fingerprint
-        changed = changed_services(self.applied.fingerprints, loaded.fingerprints)
+        full = self.need_full_sync
         t0 = time.monotonic()
         if self.refresh_config is not None and full:
             self.config = self.refresh_config(self.config)
         try:
             proxy_state = self.backend.build(loaded.cluster, self.config)
+            # None: no previous state to compare with, every service counts as changed.
+            changed = self.backend.changed(self.applied.proxy_state, proxy_state)
+            problems = self.backend.problems(proxy_state)
         except Exception:
             # A bug or an input the model does not cover: say so, keep the current rules.
             log.exception("building the proxy state for generation %s failed; keeping current rules",
                           loaded.generation)
             self._failed(now)
             return False
-        problems = self.backend.problems(proxy_state)
+        if changed is None:
+            full = True
         for p in problems:
             if p not in self.applied.problems:
                 log.warning("generation %s: %s", loaded.generation, p)
@@ -402,15 +362,15 @@ class Daemon:
             return False
 
         # Rules are in. Follow up on what depends on them.
-        new_udp = self._udp(proxy_state)
-        udp_changed = (set(self.applied.udp_services) | set(new_udp)) & changed
+        new_udp = self._udp_services(proxy_state)
+        if changed is None:
+            udp_changed = bool(new_udp)
+        else:
+            udp_changed = bool((self.applied.udp_services | new_udp) & changed)
         self._sync_health_checks(proxy_state)
         if udp_changed:
-            self._clean_conntrack(new_udp, loaded.generation)
-        self.applied = _Applied(
-            loaded.generation, dict(loaded.fingerprints), loaded.nodes_fingerprint,
-            frozenset(new_udp), frozenset(problems),
-        )
+            self._clean_conntrack(proxy_state, loaded.generation)
+        self.applied = _Applied(loaded.generation, proxy_state, new_udp, frozenset(problems))
         self.need_full_sync = False
         self.retry_at = None
         self.backoff = RETRY_BACKOFF_MIN
@@ -422,9 +382,10 @@ class Daemon:
                 self.write_applied(self.state_dir, self.config.hostname, loaded.generation)
             except OSError as e:
                 log.error("cannot write applied generation: %s", e)
-        log.info("%s sync of generation %s done in %.0f ms (%d services changed, %d problems)",
+        log.info("%s sync of generation %s done in %.0f ms (%s services changed, %d problems)",
                  "full" if full else "partial", loaded.generation,
-                 (time.monotonic() - t0) * 1000, len(changed), len(problems))
+                 (time.monotonic() - t0) * 1000,
+                 "all" if changed is None else len(changed), len(problems))
         return True
 
     def _failed(self, now: float) -> None:
@@ -448,12 +409,12 @@ class Daemon:
             if self.ipt.ensure_rule_prepended(table, chain, args):
                 log.info("jump rule installed: -t %s -I %s 1 %s", table, chain, " ".join(args))
 
-    def _udp(self, proxy_state: Any) -> dict[ServiceKey, list[UdpServicePort]]:
+    def _udp_services(self, proxy_state: Any) -> frozenset[str]:
         try:
-            return self.backend.udp_ports(proxy_state)
+            return frozenset(self.backend.udp_services(proxy_state))
         except Exception:
-            log.exception("reading UDP service ports from the proxy state failed")
-            return {}
+            log.exception("reading UDP services from the proxy state failed")
+            return frozenset()
 
     def _sync_health_checks(self, proxy_state: Any) -> None:
         try:
@@ -464,9 +425,9 @@ class Daemon:
         for err in self.hc.sync(wanted):
             log.error("%s", err)
 
-    def _clean_conntrack(self, udp: Mapping[ServiceKey, list[UdpServicePort]], gen: int | None) -> None:
-        ports = [p for ps in udp.values() for p in ps]
+    def _clean_conntrack(self, proxy_state: Any, gen: int | None) -> None:
         try:
+            ports = self.backend.udp_ports(proxy_state)
             deleted = self.conntrack_clean(ports, self.config.ip_family)
         except Exception as e:
             log.error("UDP conntrack cleanup after generation %s failed: %s", gen, e)

@@ -10,7 +10,8 @@ import yaml
 
 def service(ns: str, name: str, cluster_ip: str, *, port: int = 80, protocol: str = "TCP",
             port_name: str = "p80", **spec: Any) -> dict[str, Any]:
-    return {
+    status = spec.pop("status", None)
+    obj = {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"namespace": ns, "name": name},
         "spec": {
@@ -21,6 +22,9 @@ def service(ns: str, name: str, cluster_ip: str, *, port: int = 80, protocol: st
             **spec,
         },
     }
+    if status is not None:
+        obj["status"] = status
+    return obj
 
 
 def endpoint_slice(ns: str, svc: str, ips: list[str], *, port: int = 80, protocol: str = "TCP",

@@ -72,20 +72,34 @@ class StandInBackend(DefaultBackend):
                              "services": sorted(proxy_state.services)})
         return "*nat\n-A KUBE-SERVICES -j ACCEPT\nCOMMIT\n"
 
+    def changed(self, old, new):
+        if old is None:
+            return None
+
+        def by_service(c):
+            out = {f"{ns}/{n}": [svc.to_dict()] for (ns, n), svc in c.services.items()}
+            for (ns, _), sl in sorted(c.endpoint_slices.items()):
+                owner = sl.metadata.labels["kubernetes.io/service-name"]
+                out.setdefault(f"{ns}/{owner}", []).append(sl.to_dict())
+            return out
+
+        a, b = by_service(old), by_service(new)
+        return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
     def jump_rules(self, config):
         return JUMPS
 
     def problems(self, proxy_state):
         return list(self.problem_list)
 
+    def udp_services(self, cluster):
+        return {f"{ns}/{n}" for (ns, n), svc in cluster.services.items()
+                if any(p.protocol == "UDP" for p in svc.spec.ports)}
+
     def udp_ports(self, cluster):
-        out = {}
-        for key, svc in cluster.services.items():
-            ports = [p for p in svc.spec.ports if p.protocol == "UDP"]
-            if ports:
-                out[key] = [UdpServicePort(f"{key[0]}/{key[1]}", (svc.spec.clusterIP,), p.port, 0,
-                                           frozenset({"10.244.1.1"})) for p in ports]
-        return out
+        return [UdpServicePort(f"{ns}/{n}", (svc.spec.clusterIP,), p.port, 0, frozenset({"10.244.1.1"}))
+                for (ns, n), svc in cluster.services.items() for p in svc.spec.ports
+                if p.protocol == "UDP"]
 
     def health_checks(self, proxy_state):
         return {}
@@ -159,7 +173,7 @@ def test_partial_sync_names_only_changed_services_and_is_rate_limited(env):
     env.step(0.3)  # within min_sync_period: waits
     assert len(env.ipt.restores) == 1 and read_applied(env.dir, "node1") == 1
     env.step(0.8)
-    assert env.backend.renders[-1]["changed"] == {("ns1", "svc2")}
+    assert env.backend.renders[-1]["changed"] == {"ns1/svc2"}
     assert read_applied(env.dir, "node1") == 2
     n_rules = len(env.ipt.rules)
     # a new generation with identical content: a partial sync with nothing changed

@@ -9,8 +9,9 @@ import urllib.error
 import urllib.request
 
 from refproxier import netfilter_exec
+from refproxier.config import ProxierConfig
 from refproxier.conntrack import Deletion, Entry, UdpServicePort, parse_entries, stale_deletions
-from refproxier.daemon import changed_services, fingerprints_of
+from refproxier.daemon import DefaultBackend
 from refproxier.healthcheck import HealthCheckServers, HealthCheckTarget, response_for
 from servicemodel.cluster import ClusterState
 from servicemodel.load import load_text
@@ -143,17 +144,32 @@ def _cluster(items, gen=1):
     return ClusterState.from_objects(load_text(state_list(items, gen)), generation=gen)
 
 
-def test_fingerprints_detect_service_and_slice_changes_only():
-    a = _cluster([service("ns1", "svc1", "10.96.0.1"), endpoint_slice("ns1", "svc1", ["10.244.1.1"]),
-                  service("ns1", "svc2", "10.96.0.2")])
-    fa, na = fingerprints_of(a)
-    # same content, bumped resourceVersion: unchanged
-    svc1 = service("ns1", "svc1", "10.96.0.1")
-    svc1["metadata"]["resourceVersion"] = "77"
-    b = _cluster([svc1, endpoint_slice("ns1", "svc1", ["10.244.1.1"]), service("ns1", "svc2", "10.96.0.2")])
-    fb, nb = fingerprints_of(b)
-    assert changed_services(fa, fb) == set() and na == nb
-    # an endpoint change marks only its service; a removed service is marked too
-    c = _cluster([service("ns1", "svc1", "10.96.0.1"), endpoint_slice("ns1", "svc1", ["10.244.1.2"])])
-    fc, _ = fingerprints_of(c)
-    assert changed_services(fa, fc) == {("ns1", "svc1"), ("ns1", "svc2")}
+def _lb_udp(**extra):
+    return service("ns1", "dns", "10.96.0.10", port=53, protocol="UDP", port_name="dns",
+                   type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=32000,
+                   status={"loadBalancer": {"ingress": [{"ip": "192.0.2.200"}]}}, **extra)
+
+
+def test_default_backend_reads_udp_ports_health_checks_and_changes_from_proxy_state():
+    b = DefaultBackend()
+    cfg = ProxierConfig(hostname="node1", iptables_mode="legacy")
+    svc = _lb_udp()
+    svc["spec"]["ports"][0]["nodePort"] = 30053
+    items = [svc, endpoint_slice("ns1", "dns", ["10.244.1.5", "10.244.2.5"], port=53, protocol="UDP",
+                                 port_name="dns", node="node1")]
+    ps = b.build(_cluster(items), cfg)
+    assert b.problems(ps) == []
+    assert b.udp_services(ps) == {"ns1/dns"}
+    [udp] = b.udp_ports(ps)
+    assert udp.addresses == ("10.96.0.10", "192.0.2.200") and udp.port == 53
+    assert udp.node_port == 30053 and udp.serving_endpoint_ips == {"10.244.1.5", "10.244.2.5"}
+    assert b.health_checks(ps) == {32000: HealthCheckTarget("ns1", "dns", 2)}
+    assert b.changed(None, ps) is None
+    # a label edit changes nothing kube-proxy derives: no service counts as changed
+    svc2 = {**svc, "metadata": {**svc["metadata"], "labels": {"team": "x"}}}
+    ps2 = b.build(_cluster([svc2, *items[1:]], 2), cfg)
+    assert b.changed(ps, ps2) == set()
+    ps3 = b.build(_cluster(items[:1], 3), cfg)
+    assert b.changed(ps, ps3) == {"ns1/dns"}
+    assert b.udp_ports(ps3) == []  # no serving endpoints: nothing to clean
+    assert b.health_checks(ps3) == {32000: HealthCheckTarget("ns1", "dns", 0)}
