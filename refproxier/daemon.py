@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -407,7 +408,7 @@ class Daemon:
                 # EnsureRule needs the target to exist; kube-proxy EnsureChain()s it first.
                 self.ipt.ensure_chain(table, target)
             if self.ipt.ensure_rule_prepended(table, chain, args):
-                log.info("jump rule installed: -t %s -I %s 1 %s", table, chain, " ".join(args))
+                log.info("jump rule installed: -t %s -I %s 1 %s", table, chain, shlex.join(args))
 
     def _udp_services(self, proxy_state: Any) -> frozenset[str]:
         try:
@@ -453,15 +454,39 @@ def _target_of(args: list[str]) -> str | None:
 # Process set-up
 
 
-def in_root_netns() -> bool:
-    """True if this process shares PID 1's network namespace (the host's)."""
+def _ns_id(path: str) -> tuple[int, int] | None:
     try:
-        me = os.stat("/proc/self/ns/net")
-        init = os.stat("/proc/1/ns/net")
-    except PermissionError:
-        # Cannot tell: be safe, as if we were in the root namespace.
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def in_root_netns() -> bool:
+    """True if this process is (or may be) in the host's network namespace.
+
+    The host's namespace is PID 1's; where PID 1 cannot be inspected (sandboxes deny it),
+    kthreadd's (PID 2), since kernel threads always live in the initial namespace. If neither
+    is readable, a namespace named under /run/netns (``ip netns exec``) counts as not the
+    host's; anything else is treated as the host's, to be safe.
+    """
+    me = _ns_id("/proc/self/ns/net")
+    if me is None:
         return True
-    return (me.st_dev, me.st_ino) == (init.st_dev, init.st_ino)
+    init = _ns_id("/proc/1/ns/net")
+    if init is None:
+        try:
+            if Path("/proc/2/comm").read_text().strip() == "kthreadd":
+                init = _ns_id("/proc/2/ns/net")
+        except OSError:
+            pass
+    if init is not None:
+        return me == init
+    try:
+        named = [_ns_id(str(p)) for p in Path("/run/netns").iterdir()]
+    except OSError:
+        named = []
+    return me not in named
 
 
 def _read_sysctl(name: str) -> str | None:
