@@ -75,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="leave the namespaces up after a failed test and print how to enter them")
     g.addoption("--timeout-scale", type=float, default=None,
                 help="multiply every harness timeout (slow machines)")
+    g.addoption("--behavior", action="append", default=[], metavar="ID",
+                help="run only the checks with this behaviour id (repeatable; a trailing * matches a prefix)")
     g.addoption("--report-dir", default=None,
                 help="write report.json (one record per check, with the environment) here")
 
@@ -114,8 +116,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"svc-conformance: seed={config.stash[_SEED]} (replay with --seed {config.stash[_SEED]})"]
 
 
+def _behavior_selected(bid: str | None, wanted: list[str]) -> bool:
+    if not wanted:
+        return True
+    if bid is None:
+        return False
+    return any(bid == w or (w.endswith("*") and bid.startswith(w[:-1])) for w in wanted)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     seen: dict[str, str] = {}
+    wanted = config.getoption("behavior")
+    if wanted:
+        keep, drop = [], []
+        for item in items:
+            mark = item.get_closest_marker("behavior")
+            (keep if _behavior_selected(mark.args[0] if mark else None, wanted) else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     for item in items:
         mark = item.get_closest_marker("behavior")
         if mark is None:

@@ -1,0 +1,195 @@
+"""Faulty proxiers: the reference proxier with exactly one defect each.
+
+Each fault patches one fault-injection point of ``refproxier.iptables`` (see its module
+docstring) and names the conformance behaviours that must catch it. They exist to prove
+that every conformance test can fail (DEVELOPERS.md, "honest tests"); they are not part of
+the product.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from refproxier import iptables
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    apply: Callable[[], None]
+    # Behaviour ids (harness plugin's ``behavior`` marker) that must fail against it.
+    caught_by: tuple[str, ...]
+
+
+def _wrap(name: str, make: Callable[[Callable], Callable]) -> None:
+    original = getattr(iptables, name)
+    setattr(iptables, name, make(original))
+
+
+def _probability_one_over_n() -> None:
+    def make(orig):
+        def lb(ctx, sp, chain, endpoints):
+            n = len(endpoints)
+            return [re.sub(r"--probability \S+", f"--probability {1.0 / n:0.10f}", r)
+                    for r in orig(ctx, sp, chain, endpoints)]
+        return lb
+    _wrap("loadbalancing_rules", make)
+
+
+def _probability_coarse() -> None:
+    iptables.compute_probability = lambda n: f"{1.0 / n:0.1f}"
+
+
+def _missing_endpoint() -> None:
+    def make(orig):
+        def lb(ctx, sp, chain, endpoints):
+            return orig(ctx, sp, chain, endpoints[:-1] if len(endpoints) > 1 else endpoints)
+        return lb
+    _wrap("loadbalancing_rules", make)
+
+
+def _no_affinity() -> None:
+    iptables.affinity_rules = lambda ctx, sp, chain, endpoints: []
+    iptables.affinity_set_args = lambda ctx, sp, ep: []
+
+
+def _affinity_fixed_timeout() -> None:
+    def make(orig):
+        def aff(ctx, sp, chain, endpoints):
+            return [re.sub(r"--seconds \d+", "--seconds 10800", r) for r in orig(ctx, sp, chain, endpoints)]
+        return aff
+    _wrap("affinity_rules", make)
+
+
+def _affinity_by_destination() -> None:
+    # Remembers the Service address instead of the client's: every client shares one entry.
+    def make_check(orig):
+        return lambda ctx, sp, chain, eps: [r.replace("--reap", "--reap --rdest") for r in orig(ctx, sp, chain, eps)]
+
+    def make_set(orig):
+        return lambda ctx, sp, ep: [*orig(ctx, sp, ep), "--rdest"] if orig(ctx, sp, ep) else []
+    _wrap("affinity_rules", make_check)
+    _wrap("affinity_set_args", make_set)
+
+
+def _no_masquerade_external() -> None:
+    iptables.cluster_ip_masquerade_rule = lambda ctx, sp, chain: None
+
+    def make(orig):
+        return lambda ctx, sp, has_ext: [r for r in orig(ctx, sp, has_ext) if "KUBE-MARK-MASQ" not in r]
+    _wrap("external_destination_rules", make)
+
+
+def _masquerade_pod_traffic() -> None:
+    def masq_all(ctx, sp, chain):
+        return iptables.rule(chain, iptables.cluster_ip_match(sp), ["-j", iptables.KUBE_MARK_MASQ])
+    iptables.cluster_ip_masquerade_rule = masq_all
+
+
+def _no_hairpin_masquerade() -> None:
+    iptables.hairpin_masquerade_rule = lambda ctx, sp, ep: iptables.rule(
+        iptables.sep_chain(sp, ep), iptables.comment("hairpin masquerade removed by fault"))
+
+
+def _nodeport_local_only() -> None:
+    def make(orig):
+        return lambda ctx, sp: orig(ctx, sp) if any(e.is_local for e in sp.endpoints) else []
+    _wrap("nodeport_rules", make)
+
+
+def _no_localhost_nodeport() -> None:
+    def make(orig):
+        def jumps(ctx):
+            return [r.replace("--dst-type LOCAL -j", "--dst-type LOCAL ! -d 127.0.0.0/8 -j")
+                    if "! -d 127.0.0.0/8" not in r else r for r in orig(ctx)]
+        return jumps
+    _wrap("nodeports_jump_rules", make)
+
+
+def _drop_no_endpoints() -> None:
+    def make(orig):
+        return lambda ctx, sp: [r.replace("-j REJECT", "-j DROP") for r in orig(ctx, sp)]
+    _wrap("no_endpoints_rules", make)
+
+
+def _stale_endpoint() -> None:
+    # Keeps forwarding to the last endpoints it saw when a Service loses all of them.
+    last: dict[tuple[str, str], object] = {}
+
+    def make(orig):
+        def spr(ctx, sp):
+            key = (sp.port_name_string, sp.protocol)
+            if sp.has_endpoints:
+                last[key] = sp
+            elif key in last:
+                prev = last[key]
+                sp = replace(sp, endpoints=prev.endpoints, cluster_endpoints=prev.cluster_endpoints,
+                             local_endpoints=prev.local_endpoints,
+                             all_reachable_endpoints=prev.all_reachable_endpoints, has_endpoints=True)
+            return orig(ctx, sp)
+        return spr
+    _wrap("service_port_rules", make)
+
+
+def _ignore_target_port() -> None:
+    def make(orig):
+        def dnat(ctx, sp, ep):
+            return orig(ctx, sp, replace(ep, port=sp.port)).replace(
+                iptables.sep_chain(sp, replace(ep, port=sp.port)), iptables.sep_chain(sp, ep))
+        return dnat
+    _wrap("dnat_rule", make)
+
+
+def _include_unready() -> None:
+    def make(orig):
+        def spr(ctx, sp):
+            every = tuple(sp.endpoints)
+            if every:
+                sp = replace(sp, cluster_endpoints=every, all_reachable_endpoints=every, has_endpoints=True)
+            return orig(ctx, sp)
+        return spr
+    _wrap("service_port_rules", make)
+
+
+FAULTS: dict[str, Fault] = {f.name: f for f in [
+    Fault("probability-1-over-n", "every statistic rule uses 1/n instead of 1/(n-i)",
+          _probability_one_over_n, ("service/loadbalancing/uniform-over-endpoints",)),
+    Fault("probability-coarse", "probabilities printed with one decimal",
+          _probability_coarse, ("service/loadbalancing/uniform-over-endpoints",)),
+    Fault("missing-endpoint", "the last endpoint is left out of the load-balancing chain",
+          _missing_endpoint, ("service/loadbalancing/uniform-over-endpoints",)),
+    Fault("no-affinity", "sessionAffinity ClientIP is ignored",
+          _no_affinity, ("service/affinity/clientip/sticky-within-timeout",
+                         "service/affinity/clientip/shared-by-clusterip-and-nodeport")),
+    Fault("affinity-fixed-timeout", "affinity uses the 10800 s default instead of the Service's timeout",
+          _affinity_fixed_timeout, ("service/affinity/clientip/expires-after-timeout",)),
+    Fault("affinity-by-destination", "affinity remembered per Service address, not per client",
+          _affinity_by_destination, ("service/affinity/clientip/spreads-clients",)),
+    Fault("no-masquerade-external", "external and node traffic to services is not masqueraded",
+          _no_masquerade_external, ("service/masquerade/external-to-clusterip",
+                                    "service/masquerade/external-to-nodeport-cluster-policy")),
+    Fault("masquerade-pod-traffic", "pod-to-ClusterIP traffic is masqueraded too",
+          _masquerade_pod_traffic, ("service/masquerade/pod-to-clusterip-keeps-source",)),
+    Fault("no-hairpin-masquerade", "a pod reaching itself through its Service is not masqueraded",
+          _no_hairpin_masquerade, ("service/masquerade/hairpin",)),
+    Fault("nodeport-local-only", "NodePort rules only on nodes with a local endpoint",
+          _nodeport_local_only, ("service/nodeport/remote-client-every-node",
+                                 "service/nodeport/from-pods-and-other-nodes")),
+    Fault("no-localhost-nodeport", "NodePorts do not answer on 127.0.0.1",
+          _no_localhost_nodeport, ("service/nodeport/localhost",)),
+    Fault("drop-no-endpoints", "Services without endpoints are dropped (silence), not rejected",
+          _drop_no_endpoints, ("service/no-endpoints/clusterip-refused-icmp",
+                               "service/no-endpoints/refusal-follows-endpoints",
+                               "service/nodeport/no-endpoints-refused")),
+    Fault("stale-endpoint", "keeps forwarding to the last endpoints after a Service loses them",
+          _stale_endpoint, ("service/no-endpoints/refusal-follows-endpoints",)),
+    Fault("ignore-target-port", "DNAT to the Service port instead of the targetPort",
+          _ignore_target_port, ("service/clusterip/dnat/target-port",
+                                "service/clusterip/dnat/multi-port")),
+    Fault("include-unready", "endpoints that are not ready are used too",
+          _include_unready, ("service/clusterip/dnat/ready-endpoints-only",
+                             "service/no-endpoints/clusterip-refused-icmp")),
+]}
