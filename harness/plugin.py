@@ -24,14 +24,9 @@ Loaded by the project's conftest.py. Fixtures:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import platform
 import random
-import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +94,12 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         seed = random.SystemRandom().randrange(1, 2**31)
     config.stash[_SEED] = seed
-    config.stash[_RECORDS] = []
+    # Reports (JSON records, HTML) live in their own plugin module.
+    if not config.pluginmanager.has_plugin("harness.reporting"):
+        config.pluginmanager.import_plugin("harness.reporting")
 
 
 _SEED = pytest.StashKey[int]()
-_RECORDS = pytest.StashKey[list[dict[str, Any]]]()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -319,75 +315,3 @@ def _rules(netns: str) -> str:
             if r.stdout.strip():
                 parts.append(f"# {tool}\n{r.stdout}")
         return "\n".join(parts) or "(no rules)"
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
-        return
-    props = dict(report.user_properties)
-    record = {
-        "nodeid": report.nodeid,
-        "behavior": props.get("behavior"),
-        "must": props.get("must"),
-        "outcome": "xfail" if hasattr(report, "wasxfail") else report.outcome,
-        "duration": round(report.duration, 4),
-        "message": None if report.passed else str(report.longrepr)[-4000:],
-        "evidence": {title: text for title, text in report.sections if not title.startswith("Captured")}
-        if report.failed else {},
-        "observations": props.get("observations"),
-    }
-    _CONTROLLER_RECORDS.append(record)
-
-
-_CONTROLLER_RECORDS: list[dict[str, Any]] = []
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    config = session.config
-    if hasattr(config, "workerinput"):
-        return
-    report_dir = config.getoption("report_dir")
-    if not report_dir:
-        return
-    path = Path(report_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    spec = None
-    try:
-        spec = _spec(config)
-    except ProxierConfigError:
-        pass
-    index = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seed": config.stash[_SEED],
-        "exitstatus": int(exitstatus),
-        "environment": environment(config, spec),
-        "checks": _CONTROLLER_RECORDS,
-    }
-    fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(index, f, indent=1, default=str)
-    os.replace(tmp, path / "report.json")
-
-
-def _version(argv: list[str]) -> str | None:
-    if not shutil.which(argv[0]):
-        return None
-    r = subprocess.run(argv, capture_output=True, text=True)
-    return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else None
-
-
-def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
-    """What the run ran on: kernel, iptables and nft versions, proxier, pod network."""
-    return {
-        "kernel": platform.release(),
-        "iptables_legacy": _version(["iptables-legacy", "--version"]),
-        "iptables_nft": _version(["iptables-nft", "--version"]),
-        "nft": _version(["nft", "--version"]),
-        "conntrack": _version(["conntrack", "--version"]),
-        "iptables_flavour": config.getoption("iptables"),
-        "proxier": spec.name if spec else None,
-        "proxier_command": spec.command if spec else None,
-        "capabilities": sorted(spec.capabilities) if spec else None,
-        "pod_network": config.getoption("pod_network"),
-        "nodes": config.getoption("nodes"),
-    }
