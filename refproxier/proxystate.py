@@ -207,11 +207,13 @@ class _Builder:
     def problem(self, kind: str, ns: str, name: str, fld: str, msg: str) -> None:
         self.problems.append(Problem(kind, ns, name, fld, msg))
 
-    def parse_ip(self, value: object, kind: str, ns: str, name: str, fld: str) -> ipaddress._BaseAddress | None:
+    def parse_ip(
+        self, value: object, kind: str, ns: str, name: str, fld: str, what: str = "ignored"
+    ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         try:
             return ipaddress.ip_address(str(value).strip())
         except ValueError:
-            self.problem(kind, ns, name, fld, f"{value!r} is not an IP address; ignored")
+            self.problem(kind, ns, name, fld, f"{value!r} is not an IP address; {what}")
             return None
 
 
@@ -240,7 +242,7 @@ def _service_ports(b: _Builder, svc: Service) -> list[ServicePortInfo] | None:
     cluster_ip = None
     for i, raw in enumerate(ips):
         fld = f"spec.clusterIPs[{i}]" if spec.clusterIPs else "spec.clusterIP"
-        ip = b.parse_ip(raw, "Service", ns, name, fld)
+        ip = b.parse_ip(raw, "Service", ns, name, fld, "service ignored" if i == 0 else "ignored")
         if ip is None:
             if i == 0:
                 return None
@@ -344,7 +346,7 @@ def _slice_endpoints(
     for i, ep in enumerate(sl.endpoints or []):
         if not ep.addresses:
             continue
-        ip = b.parse_ip(ep.addresses[0], "EndpointSlice", ns, name, f"endpoints[{i}].addresses[0]")
+        ip = b.parse_ip(ep.addresses[0], "EndpointSlice", ns, name, f"endpoints[{i}].addresses[0]", "endpoint ignored")
         if ip is None:
             continue
         if ip.version != b.config.ip_family:

@@ -1,0 +1,185 @@
+"""``refproxier``: the reference proxier's command line (flags mirror kube-proxy's).
+
+Subcommands::
+
+    refproxier render [flags] [--show-problems] FILE...   # print iptables-restore input; no root
+    refproxier run --state-dir DIR [flags]               # the daemon (refproxier.daemon.run)
+    refproxier cleanup [flags]                           # remove rules (refproxier.daemon.cleanup)
+
+Input errors are reported as one message naming the file, object and field; exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Callable, Sequence
+
+from refproxier.config import ProxierConfig
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+
+
+def _comma_list(values: Sequence[str] | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values or ():
+        out += [x.strip() for x in v.split(",") if x.strip()]
+    return tuple(out)
+
+
+def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kube-proxy flags")
+    g.add_argument("--hostname-override", dest="hostname", help="node name (default: this host's name)")
+    g.add_argument("--node-ip", action="append", metavar="IP[,IP]", help="node IP(s); repeatable or comma list")
+    g.add_argument("--cluster-cidr", action="append", metavar="CIDR[,CIDR]",
+                   help="pod CIDRs; traffic from outside them to a ClusterIP is masqueraded")
+    g.add_argument("--masquerade-all", action="store_true", help="masquerade all traffic to ClusterIPs")
+    g.add_argument("--nodeport-addresses", action="append", metavar="CIDR[,CIDR]",
+                   help="accept NodePorts only on local addresses in these CIDRs (default: all)")
+    g.add_argument("--iptables-localhost-nodeports", type=_bool, default=True, metavar="true|false",
+                   help="accept NodePorts on 127.0.0.1 (default true)")
+    g.add_argument("--masquerade-bit", type=int, default=14, help="fwmark bit for SNAT (default 14)")
+    g.add_argument("--ip-family", type=int, choices=(4, 6), default=None,
+                   help="IP family to proxy (default: that of the first --node-ip, else 4)")
+    g.add_argument("--proxy-mode", choices=("iptables",), default="iptables",
+                   help="only iptables is implemented")
+    g.add_argument("--iptables", dest="iptables_mode", choices=("legacy", "nft", "auto"), default="auto",
+                   help="iptables flavour (default: auto-detect)")
+    g.add_argument("--sync-period", type=_duration, default=30.0, help="full resync period (default 30s)")
+    g.add_argument("--min-sync-period", type=_duration, default=1.0, help="minimum time between syncs (default 1s)")
+    g.add_argument("--conntrack-tcp-be-liberal", type=_bool, default=False, metavar="true|false",
+                   help="assume net.netfilter.nf_conntrack_tcp_be_liberal is set (no INVALID drop rule)")
+    g.add_argument("--nfacct", type=_bool, default=False, metavar="true|false",
+                   help="add kube-proxy's nfacct counter matches (render only)")
+    g.add_argument("--random-fully", type=_bool, default=True, metavar="true|false",
+                   help="iptables supports MASQUERADE --random-fully (default true)")
+
+
+def _duration(value: str) -> float:
+    """Seconds, or a Go-style duration such as 30s, 1m, 500ms."""
+    v = value.strip()
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    for suffix, factor in units:
+        if v.endswith(suffix) and v[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(v[: -len(suffix)]) * factor
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (use e.g. 30s, 1m, 0.5)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="refproxier", description="Reference Service proxy (a Python port of kube-proxy, iptables mode).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("render", help="print the iptables-restore input for one node (no root)")
+    _add_proxier_flags(r)
+    r.add_argument("--show-problems", action="store_true", help="list ignored or invalid input on stderr")
+    r.add_argument("files", nargs="+", metavar="FILE", help="manifests (YAML or JSON), as kubectl get -o yaml prints them")
+    run = sub.add_parser("run", help="run the proxier on a state directory")
+    _add_proxier_flags(run)
+    run.add_argument("--state-dir", required=True, help="directory holding state.yaml")
+    c = sub.add_parser("cleanup", help="remove the proxier's rules and exit")
+    _add_proxier_flags(c)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ProxierConfig:
+    """A ProxierConfig from parsed flags; raises ValueError naming the bad flag."""
+    import socket
+
+    node_ips = _checked(args.node_ip, "--node-ip", ipaddress.ip_address, "an IP address")
+    cidrs = _checked(args.cluster_cidr, "--cluster-cidr", _cidr, "a CIDR")
+    npa = _checked(args.nodeport_addresses, "--nodeport-addresses", _cidr, "a CIDR")
+    family = args.ip_family or (ipaddress.ip_address(node_ips[0]).version if node_ips else 4)
+    if not 0 <= args.masquerade_bit <= 31:
+        raise ValueError(f"--masquerade-bit: {args.masquerade_bit} is not in [0, 31]")
+    return ProxierConfig(
+        hostname=(args.hostname or socket.gethostname()).strip().lower(),
+        node_ips=node_ips,
+        ip_family=family,
+        cluster_cidrs=cidrs,
+        masquerade_all=args.masquerade_all,
+        masquerade_bit=args.masquerade_bit,
+        nodeport_addresses=npa,
+        localhost_nodeports=args.iptables_localhost_nodeports,
+        random_fully=args.random_fully,
+        iptables_mode=args.iptables_mode,
+        sync_period=args.sync_period,
+        min_sync_period=args.min_sync_period,
+        conntrack_tcp_be_liberal=args.conntrack_tcp_be_liberal,
+        nfacct=args.nfacct,
+    )
+
+
+def _cidr(value: str) -> object:
+    return ipaddress.ip_network(value, strict=False)
+
+
+def _checked(values: Sequence[str] | None, flag: str, parse: Callable[[str], object], what: str) -> tuple[str, ...]:
+    out = _comma_list(values)
+    for v in out:
+        try:
+            parse(v)
+        except ValueError:
+            raise ValueError(f"{flag}: {v!r} is not {what}") from None
+    return out
+
+
+def _render(args: argparse.Namespace, config: ProxierConfig) -> int:
+    from refproxier import iptables
+    from refproxier.proxystate import build_proxy_state
+    from servicemodel.cluster import ClusterState
+    from servicemodel.load import load_objects
+
+    objs = []
+    for f in args.files:
+        objs += load_objects(f)
+    state = build_proxy_state(ClusterState.from_objects(objs), config)
+    if args.show_problems:
+        for p in state.problems:
+            print(f"problem: {p}", file=sys.stderr)
+    sys.stdout.write(iptables.render(state, config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from servicemodel.load import ModelError
+
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"refproxier: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "render":
+            return _render(args, config)
+        # The daemon needs root and netfilter; import it only when asked to run.
+        from refproxier import daemon
+
+        if args.command == "run":
+            return int(daemon.run(config, args.state_dir))
+        return int(daemon.cleanup(config))
+    except ModelError as e:
+        print(f"refproxier: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
