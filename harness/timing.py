@@ -1,0 +1,88 @@
+"""One home for the harness's waits.
+
+Two different questions need two different waits (as in PTF's ``verify_packet`` /
+``verify_no_packet``):
+
+* ``positive``: how long to wait for something that must arrive (a reply, a listening socket,
+  a proxier applying its rules). Exceeding it is a failure, so it can be generous: a correct
+  system answers long before it expires.
+* ``silence``: how long to listen before concluding that nothing arrives (a DROP). Every
+  negative check costs this much, so it is shorter, but long enough that a slow reply is
+  not mistaken for silence on a loaded CI machine.
+
+``scale`` multiplies both (slow machines, ``--timing-scale``). Nothing in the harness sleeps
+or waits for a literal number of seconds; it asks a ``Timing``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_ENV_SCALE = "SVC_CONFORMANCE_TIMING_SCALE"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timeouts for the harness.
+
+    Example::
+
+        timing = Timing(scale=2.0)          # a slow CI runner
+        sock.settimeout(timing.positive_s)
+    """
+
+    positive: float = 2.0
+    silence: float = 0.5
+    scale: float = 1.0
+    #: how often ``wait_for`` re-checks its condition
+    poll: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.positive <= 0 or self.silence <= 0 or self.scale <= 0:
+            raise ValueError(f"Timing values must be > 0, got {self!r}")
+
+    @property
+    def positive_s(self) -> float:
+        """Seconds to wait for something that must happen."""
+        return self.positive * self.scale
+
+    @property
+    def silence_s(self) -> float:
+        """Seconds to listen before concluding that nothing arrives."""
+        return self.silence * self.scale
+
+    def scaled(self, factor: float) -> Timing:
+        """A copy with ``scale`` multiplied by ``factor``."""
+        return Timing(self.positive, self.silence, self.scale * factor, self.poll)
+
+    def wait_for(
+        self,
+        condition: Callable[[], T],
+        what: str,
+        timeout: float | None = None,
+    ) -> T:
+        """Poll ``condition`` until it returns a truthy value; return that value.
+
+        Raises ``TimeoutError`` naming ``what`` after ``timeout`` (default: ``positive_s``).
+        """
+        limit = self.positive_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {limit:.2f}s waiting for {what}")
+            time.sleep(self.poll)
+
+
+def default_timing() -> Timing:
+    """The default ``Timing``, with ``scale`` from $SVC_CONFORMANCE_TIMING_SCALE if set."""
+    raw = os.environ.get(_ENV_SCALE)
+    return Timing(scale=float(raw)) if raw else Timing()

@@ -1,0 +1,337 @@
+"""The echo server: ONE process serving every pod of a topology.
+
+Each pod's listening sockets are created inside the pod's namespace (setns, bind, setns
+back) and all of them are served by one selectors loop:
+
+* TCP (and SCTP where the kernel has it): on accept, one JSON line
+  ``{"pod": name, "src": ip, "sport": port, "proto": "tcp"}``, then it echoes whatever the
+  client sends until the client closes, so long-lived connections can be tested.
+* UDP: every datagram is answered with the same JSON (``"proto": "udp"``).
+
+Why one process rather than a thread in pytest or an interpreter per pod: measured by
+benchmarks/probe_rate.py (one process for N pods starts in one interpreter start-up and
+~10 MB, against N start-ups and N x ~10 MB), and a separate process keeps the replies'
+latency independent of what the pytest process is busy with (GIL). The parent controls it
+over stdin/stdout with JSON lines; when the parent dies, stdin reaches EOF and the server
+exits, and its pid is in the run registry so a reaper kills it after a SIGKILL too.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import selectors
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.timing import Timing
+    from harness.topology.netns import Pod
+    from harness.topology.registry import Registration
+
+# ----------------------------------------------------------------------------- server side
+
+_PROTO = {
+    "tcp": (socket.SOCK_STREAM, 0),
+    "udp": (socket.SOCK_DGRAM, 0),
+    "sctp": (socket.SOCK_STREAM, getattr(socket, "IPPROTO_SCTP", 132)),
+}
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    pod: str
+    out: bytearray = field(default_factory=bytearray)
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.listeners: dict[str, list[socket.socket]] = {}
+        self.conns: dict[str, list[_Conn]] = {}
+        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.ctl_buf = b""
+
+    def reply(self, obj: dict[str, Any]) -> None:
+        sys.stdout.buffer.write(json.dumps(obj).encode() + b"\n")
+        sys.stdout.buffer.flush()
+
+    # -- control ----------------------------------------------------------------------
+
+    def add(self, name: str, netns: str, family: str, ports: Iterable[list[Any]]) -> None:
+        from harness.topology.nsutil import enter_netns, setns_fd
+
+        fam = socket.AF_INET6 if family == "6" else socket.AF_INET
+        socks: list[tuple[socket.socket, str]] = []
+        enter_netns(netns)
+        try:
+            for port, proto in ports:
+                stype, ipproto = _PROTO[proto]
+                s = socket.socket(fam, stype, ipproto)
+                socks.append((s, proto))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(port)))
+                if stype == socket.SOCK_STREAM:
+                    s.listen(1024)
+                s.setblocking(False)
+        except BaseException:
+            for s, _ in socks:
+                s.close()
+            raise
+        finally:
+            setns_fd(self.home)  # the loop itself never stays in a pod's namespace
+        self.listeners[name] = [s for s, _ in socks]
+        self.conns.setdefault(name, [])
+        for s, proto in socks:
+            kind = "accept" if s.type == socket.SOCK_STREAM else "udp"
+            self.sel.register(s, selectors.EVENT_READ, (kind, name, proto))
+
+    def remove(self, name: str) -> None:
+        for s in self.listeners.pop(name, []):
+            self.sel.unregister(s)
+            s.close()
+        for c in self.conns.pop(name, []):
+            self._drop(c)
+
+    def control(self, line: bytes) -> bool:
+        msg = json.loads(line)
+        op = msg.get("op")
+        try:
+            if op == "add":
+                self.add(msg["name"], msg["netns"], msg.get("family", "4"), msg["ports"])
+            elif op == "remove":
+                self.remove(msg["name"])
+            elif op == "stats":
+                self.reply({"ok": True, "pods": len(self.listeners),
+                            "conns": sum(map(len, self.conns.values()))})
+                return True
+            elif op == "quit":
+                self.reply({"ok": True})
+                return False
+            elif op != "ping":
+                raise ValueError(f"unknown op {op!r}")
+            self.reply({"ok": True})
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
+            self.reply({"ok": False, "error": f"{type(e).__name__}: {e}"})
+        return True
+
+    # -- data ----------------------------------------------------------------------------
+
+    @staticmethod
+    def hello(pod: str, peer: tuple[Any, ...], proto: str) -> bytes:
+        return json.dumps({"pod": pod, "src": peer[0], "sport": peer[1], "proto": proto},
+                          separators=(",", ":")).encode() + b"\n"
+
+    def _drop(self, c: _Conn) -> None:
+        try:
+            self.sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
+        c.sock.close()
+        lst = self.conns.get(c.pod)
+        if lst and c in lst:
+            lst.remove(c)
+
+    def _flush(self, c: _Conn) -> None:
+        try:
+            n = c.sock.send(c.out)
+            del c.out[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(c)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0)
+        self.sel.modify(c.sock, events, ("conn", c.pod, c))
+
+    def on_accept(self, s: socket.socket, pod: str, proto: str) -> None:
+        while True:
+            try:
+                cs, peer = s.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # ECONNABORTED etc.: that client is gone, keep serving
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    return
+                continue
+            cs.setblocking(False)
+            c = _Conn(cs, pod, bytearray(self.hello(pod, peer, proto)))
+            self.conns.setdefault(pod, []).append(c)
+            self.sel.register(cs, selectors.EVENT_READ, ("conn", pod, c))
+            self._flush(c)
+
+    def on_conn(self, c: _Conn, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            try:
+                data = c.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                self._drop(c)
+                return
+            if data == b"":
+                self._drop(c)
+                return
+            if data:
+                c.out += data
+        if c.sock.fileno() >= 0:
+            self._flush(c)
+
+    def on_udp(self, s: socket.socket, pod: str) -> None:
+        for _ in range(256):  # drain a burst, but let other sockets have a turn
+            try:
+                _, peer = s.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # e.g. a queued ICMP error for an earlier reply
+            try:
+                s.sendto(self.hello(pod, peer, "udp"), peer)
+            except OSError:
+                pass
+
+    def loop(self) -> None:
+        stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
+        os.set_blocking(stdin.fileno(), False)
+        self.sel.register(stdin, selectors.EVENT_READ, ("ctl", "", None))
+        self.reply({"ok": True, "ready": True, "pid": os.getpid()})
+        while True:
+            for key, mask in self.sel.select():
+                kind, pod, extra = key.data
+                if kind == "conn":
+                    self.on_conn(extra, mask)
+                elif kind == "udp":
+                    self.on_udp(key.fileobj, pod)  # type: ignore[arg-type]
+                elif kind == "accept":
+                    self.on_accept(key.fileobj, pod, extra)  # type: ignore[arg-type]
+                else:
+                    try:
+                        chunk = stdin.read(65536)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:  # parent gone or closed us: exit
+                        return
+                    self.ctl_buf += chunk
+                    while b"\n" in self.ctl_buf:
+                        line, self.ctl_buf = self.ctl_buf.split(b"\n", 1)
+                        if line.strip() and not self.control(line):
+                            return
+
+
+def main() -> None:
+    _Server().loop()
+
+
+# ----------------------------------------------------------------------------- client side
+
+
+class EchoError(RuntimeError):
+    """The echo server refused a command or did not answer in time."""
+
+
+class EchoServer:
+    """Handle on the echo server process.
+
+    Example::
+
+        echo = EchoServer()
+        echo.add_pod(pod)          # returns once the pod's sockets are listening
+        echo.remove_pod(pod.name)
+        echo.close()
+    """
+
+    def __init__(self, *, timing: Timing | None = None,
+                 registration: Registration | None = None) -> None:
+        from harness.timing import default_timing
+
+        self.timing = timing or default_timing()
+        self._registration = registration
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.traffic.echo"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+            # its own process group: a Ctrl-C at the terminal reaches pytest, which then
+            # closes us in order, instead of killing the server under a running test
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        if registration is not None:
+            registration.add_pid(self.pid)
+        self._buf = b""
+        self._pods: set[str] = set()
+        hello = self._read(self.timing.positive_s * 5)  # interpreter start-up on a slow box
+        if not hello.get("ready"):
+            self.close()
+            raise EchoError(f"echo server did not start: {hello}")
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        import select
+        import time
+
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise EchoError(f"echo server (pid {self.pid}) silent for {timeout:.1f}s")
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise EchoError(f"echo server (pid {self.pid}) exited "
+                                f"(status {self.proc.poll()})")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def command(self, **msg: Any) -> dict[str, Any]:
+        """Send one control command and return the server's answer (raises on error)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        except BrokenPipeError:
+            raise EchoError(f"echo server (pid {self.pid}) is gone") from None
+        answer = self._read(self.timing.positive_s)
+        if not answer.get("ok"):
+            raise EchoError(f"echo server: {msg.get('op')} failed: {answer.get('error')}")
+        return answer
+
+    def add_pod(self, pod: Pod) -> None:
+        """Listen on all of ``pod.ports`` inside the pod's namespace; returns when ready."""
+        self.command(op="add", name=pod.name, netns=pod.netns,
+                     family="6" if ":" in pod.ip else "4",
+                     ports=[[p, proto] for p, proto in pod.ports])
+        self._pods.add(pod.name)
+
+    def remove_pod(self, name: str) -> None:
+        """Close the pod's listeners and its open connections."""
+        if name in self._pods and self.proc.poll() is None:
+            self.command(op="remove", name=name)
+        self._pods.discard(name)
+
+    def stats(self) -> dict[str, Any]:
+        return self.command(op="stats")
+
+    def close(self) -> None:
+        """Stop the server (EOF on its stdin, then SIGKILL if it lingers)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(self.timing.positive_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._registration is not None:
+            self._registration.remove_pid(self.pid)
+
+
+if __name__ == "__main__":
+    main()
