@@ -307,7 +307,7 @@ def test_bad_input_never_removes_working_rules(start_daemon, flavour):
     bad["spec"]["ports"][0]["protocol"] = "ICMP"
     gen = d.apply([*BASE, bad, service("svc4", "10.96.0.4"), slice_("svc4", ["10.244.4.4"])])
     assert "10.244.4.4:80" in d.save("nat") and "10.244.1.1:80" in d.save("nat")
-    assert re.search(r"generation %d: .*svc9" % gen, d.log()), d.log()
+    assert re.search(rf"generation {gen}: .*svc9", d.log()), d.log()
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
