@@ -35,13 +35,19 @@ class ProxierConfig:
     # Local addresses of the node, used when nodeport_addresses is set (kube-proxy reads
     # them from the interfaces); empty means node_ips.
     local_addresses: tuple[str, ...] = field(default=())
+    # Service CIDRs (kube-proxy learns them from ServiceCIDR objects). nftables mode drops
+    # traffic to unallocated addresses inside them; empty: no such rule.
+    service_cidrs: tuple[str, ...] = ()
+    proxy_mode: Literal["iptables", "nftables"] = "iptables"
 
     def __post_init__(self) -> None:
         if self.ip_family not in (4, 6):
             raise ValueError(f"ip_family must be 4 or 6, not {self.ip_family!r}")
         if not 0 <= self.masquerade_bit <= 31:
             raise ValueError(f"masquerade_bit must be in [0, 31], not {self.masquerade_bit}")
-        for cidr in (*self.cluster_cidrs, *self.nodeport_addresses):
+        if self.proxy_mode not in ("iptables", "nftables"):
+            raise ValueError(f"proxy_mode must be iptables or nftables, not {self.proxy_mode!r}")
+        for cidr in (*self.cluster_cidrs, *self.nodeport_addresses, *self.service_cidrs):
             ipaddress.ip_network(cidr, strict=False)  # raises ValueError naming the value
         for ip in (*self.node_ips, *self.local_addresses):
             ipaddress.ip_address(ip)
@@ -62,6 +68,14 @@ class ProxierConfig:
     @property
     def family_cluster_cidrs(self) -> tuple[str, ...]:
         return tuple(c for c in self.cluster_cidrs if ipaddress.ip_network(c, strict=False).version == self.ip_family)
+
+    @property
+    def family_service_cidrs(self) -> tuple[str, ...]:
+        return tuple(
+            str(ipaddress.ip_network(c, strict=False))
+            for c in self.service_cidrs
+            if ipaddress.ip_network(c, strict=False).version == self.ip_family
+        )
 
     @property
     def family_nodeport_cidrs(self) -> tuple[str, ...]:
