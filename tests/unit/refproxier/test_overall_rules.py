@@ -1,7 +1,15 @@
 """The full rule set for a mix of services, as kube-proxy's TestOverallIPTablesRules."""
 
 from refproxier.iptables import render
-from tests.unit.refproxier.builders import NODE, ep, eps_slice, fake_config, port, proxy_state, service
+from tests.unit.refproxier.builders import (
+    NODE,
+    ep,
+    eps_slice,
+    fake_config,
+    port,
+    proxy_state,
+    service,
+)
 from tests.unit.refproxier.iptdump import normalize
 
 OVERALL_EXPECTED = """
