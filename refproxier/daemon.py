@@ -400,13 +400,21 @@ class Daemon:
         self.backoff = min(self.backoff * 2, max(RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN))
 
     def _ensure_base(self) -> None:
+        # One listing per table instead of one `-S` per chain: full syncs stay cheap.
+        present = {t: set(self.ipt.chains(t)) for t in ("mangle", "nat", "filter")}
+
+        def ensure_chain(table: str, chain: str) -> None:
+            if chain not in present[table]:
+                self.ipt.ensure_chain(table, chain)
+                present[table].add(chain)
+
         for table in ("mangle", "nat", "filter"):
-            self.ipt.ensure_chain(table, CANARY_CHAIN)
+            ensure_chain(table, CANARY_CHAIN)
         for table, chain, args in self.backend.jump_rules(self.config):
             target = _target_of(args)
             if target is not None:
                 # EnsureRule needs the target to exist; kube-proxy EnsureChain()s it first.
-                self.ipt.ensure_chain(table, target)
+                ensure_chain(table, target)
             if self.ipt.ensure_rule_prepended(table, chain, args):
                 log.info("jump rule installed: -t %s -I %s 1 %s", table, chain, shlex.join(args))
 
@@ -523,10 +531,12 @@ def set_sysctls(config: ProxierConfig) -> ProxierConfig:
             _write_sysctl("net.bridge.bridge-nf-call-iptables", "1")
         else:
             log.warning("not setting net.bridge.bridge-nf-call-iptables: global before Linux 5.3")
+    # kube-proxy omits the INVALID drop rule when the kernel is liberal; the config flag
+    # (--conntrack-tcp-be-liberal) can only add that assumption, never take it away.
     liberal = _read_sysctl("net.netfilter.nf_conntrack_tcp_be_liberal")
-    be_liberal = liberal not in (None, "", "0")
-    if be_liberal != config.conntrack_tcp_be_liberal:
-        config = dataclasses.replace(config, conntrack_tcp_be_liberal=be_liberal)
+    if liberal not in (None, "", "0") and not config.conntrack_tcp_be_liberal:
+        log.info("net.netfilter.nf_conntrack_tcp_be_liberal=%s: no INVALID drop rule", liberal)
+        config = dataclasses.replace(config, conntrack_tcp_be_liberal=True)
     return config
 
 

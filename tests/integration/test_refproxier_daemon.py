@@ -195,16 +195,23 @@ def start_daemon(make_netns, tmp_path) -> Iterator[Callable[..., Daemon]]:
     it started is stopped at teardown, by pid."""
     daemons: list[Daemon] = []
 
-    def start(flavour: str, **cfg: object) -> Daemon:
+    def start(flavour: str, *, cli_args: list[str] | None = None,
+              before: Callable[[str], None] | None = None, **cfg: object) -> Daemon:
         ns = make_netns()
+        if before is not None:
+            before(ns)
         sd = tmp_path / f"state-{ns}"
         sd.mkdir()
         conf = {"hostname": NODE, "node_ips": ["192.0.2.1"], "cluster_cidrs": ["10.244.0.0/16"],
                 "iptables_mode": flavour, "min_sync_period": 0.0, "sync_period": 300.0, **cfg}
         d = Daemon(ns, sd, tmp_path / f"daemon-{ns}.log", flavour)
+        if cli_args is not None:  # through the real command line
+            argv = ["ip", "netns", "exec", ns, PY, "-m", "refproxier", "run", "--state-dir",
+                    str(sd), *cli_args]
+        else:
+            argv = _runner_argv(ns, "run", conf, sd)
         with open(d.log_path, "w") as logf:
-            d.proc = subprocess.Popen(_runner_argv(ns, "run", conf, sd), stdout=logf,
-                                      stderr=subprocess.STDOUT)
+            d.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT)
         daemons.append(d)
         return d
 
@@ -424,3 +431,40 @@ def test_cluster_ip_traffic_reaches_the_endpoint(start_daemon, make_netns, flavo
     # From the node itself: DNATed to the pod, and masqueraded (source not in the pod CIDR
     # 10.244.0.0/16), so the pod sees the node's address.
     assert p.stdout.strip() == "pod1 saw 192.0.2.1", d.evidence()
+
+
+def test_cli_run_with_auto_flavour_picks_nft_on_an_empty_node(start_daemon):
+    d = start_daemon("nft", cli_args=["--hostname-override", NODE, "--node-ip", "192.0.2.1",
+                                      "--cluster-cidr", "10.244.0.0/16", "--iptables", "auto",
+                                      "--min-sync-period", "0"])
+    d.apply(BASE)
+    assert "iptables nft (IPv4)" in d.log()
+    assert SVC1_CHAIN in d.save("nat"), d.evidence()
+    assert d.stop() == 0
+
+
+def _detect(ns: str) -> str:
+    code = "from refproxier.netfilter_exec import detect_flavour; print(detect_flavour(4))"
+    return sh("ip", "netns", "exec", ns, PY, "-c", code).stdout.strip()
+
+
+def test_auto_detection_follows_existing_rules_and_hints(make_netns):
+    ns = make_netns()
+    assert _detect(ns) == "nft"  # nothing anywhere: the default
+    sh("ip", "netns", "exec", ns, "iptables-legacy", "-w", "-A", "INPUT", "-s", "192.0.2.9", "-j", "ACCEPT")
+    assert _detect(ns) == "legacy"  # more rules in legacy
+    # kubelet's hint chain in nft's mangle table wins over rule counts
+    sh("ip", "netns", "exec", ns, "iptables-nft", "-w", "-t", "mangle", "-N", "KUBE-IPTABLES-HINT")
+    assert _detect(ns) == "nft"
+
+
+def test_nodeport_addresses_use_the_namespace_local_addresses(start_daemon):
+    def add_address(ns: str) -> None:
+        # (no dummy module everywhere: a veth pair kept inside the namespace)
+        sh("ip", "-n", ns, "link", "add", "rpd-dummy0", "type", "veth", "peer", "name", "rpd-dummy1")
+        sh("ip", "-n", ns, "addr", "add", "192.0.2.7/32", "dev", "rpd-dummy0")
+
+    d = start_daemon("legacy", before=add_address, nodeport_addresses=["192.0.2.0/24"])
+    d.apply(BASE)
+    nat = d.save("nat")
+    assert re.search(r"-A KUBE-SERVICES -d 192.0.2.7/32 .*-j KUBE-NODEPORTS", nat), d.evidence()
