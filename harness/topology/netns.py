@@ -436,6 +436,11 @@ class Topology:
         # explicit values instead of whatever the root namespace's defaults leak in
         node.sysctl("net.ipv4.conf.all.rp_filter", 0)
         node.sysctl("net.ipv4.conf.default.rp_filter", 0)
+        # the lan router sits on the clients' own segment, so a gateway node forwarding
+        # unmatched service traffic to it would answer with ICMP redirects: noise
+        node.sysctl("net.ipv4.conf.all.send_redirects", 0)
+        node.sysctl("net.ipv4.conf.default.send_redirects", 0)
+        node.sysctl("net.ipv4.conf.eth0.send_redirects", 0)
         with node.iproute() as ipr:
             ipr.route("add", dst="default", gateway=str(r.router))
             for other in self.nodes.values():
