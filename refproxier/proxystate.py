@@ -162,10 +162,12 @@ class ProxyState:
         return {sp.service_key for sp in self.service_ports}
 
     def health_checks(self) -> list[HealthCheck]:
-        """Health check node ports, with local ready endpoints summed over the service's ports."""
-        local: dict[str, int] = {}
+        """Health check node ports, with the number of distinct local ready endpoint IPs over
+        all the service's ports (kube-proxy ``LocalReadyEndpoints``)."""
+        ips: dict[str, set[str]] = {}
         for sp in self.service_ports:
-            local[sp.service_key] = local.get(sp.service_key, 0) + sp.local_ready_endpoints
+            ips.setdefault(sp.service_key, set()).update(ep.ip for ep in sp.endpoints if ep.is_local and ep.ready)
+        local = {k: len(v) for k, v in ips.items()}
         seen: dict[tuple[str, str], HealthCheck] = {}
         for sp in self.service_ports:
             if sp.health_check_node_port and (sp.namespace, sp.name) not in seen:
@@ -481,8 +483,9 @@ def build_proxy_state(cluster: ClusterState, config: ProxierConfig) -> ProxyStat
         for (pname, proto), eps in _slice_endpoints(b, sl, ports).items():
             bucket = collected.setdefault((ns, svc_name, pname, proto), {})
             for ep in eps:
-                # A duplicate address keeps the earlier entry unless the later one is ready.
-                if ep.address not in bucket or ep.ready:
+                # A duplicate address (an endpoint moving between slices, or a reused pod
+                # IP) keeps the earlier entry unless the later one is not terminating.
+                if ep.address not in bucket or not ep.terminating:
                     bucket[ep.address] = ep
 
     node = cluster.nodes.get(config.hostname)
