@@ -311,7 +311,14 @@ class Daemon:
 
     def run_forever(self) -> None:
         while not self.stop_event.is_set():
-            self.step()
+            try:
+                self.step()
+            except Exception:
+                # e.g. an iptables call that timed out on the xtables lock: the daemon must
+                # outlive it (the rules in place keep working); the next step retries.
+                log.exception("unexpected error in the sync loop; continuing")
+                self.need_full_sync = True
+                self.sync_pending = self.loaded is not None
             self.stop_event.wait(POLL_INTERVAL)
 
     # --- one sync ----------------------------------------------------------------------

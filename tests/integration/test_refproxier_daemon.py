@@ -468,3 +468,26 @@ def test_nodeport_addresses_use_the_namespace_local_addresses(start_daemon):
     d.apply(BASE)
     nat = d.save("nat")
     assert re.search(r"-A KUBE-SERVICES -d 192.0.2.7/32 .*-j KUBE-NODEPORTS", nat), d.evidence()
+
+
+def test_ipv6_rules_and_udp_conntrack_cleanup(start_daemon):
+    d = start_daemon("legacy", ip_family=6, node_ips=["2001:db8::1"],
+                     cluster_cidrs=["2001:db8:1::/64"])
+
+    def svc6(eps: list[str]) -> list[dict]:
+        s = service("dns6", "fd00:10:96::a", port=53, protocol="UDP", port_name="dns",
+                    ipFamilies=["IPv6"])
+        sl = slice_("dns6", eps, port=53, protocol="UDP", port_name="dns")
+        sl["addressType"] = "IPv6"
+        return [s, sl]
+
+    d.apply(svc6(["2001:db8:1::5", "2001:db8:1::6"]))
+    save6 = sh("ip", "netns", "exec", d.netns, "ip6tables-legacy-save", "-t", "nat").stdout
+    assert "-d fd00:10:96::a/128" in save6 and "--to-destination [2001:db8:1::5]:53" in save6, d.log()
+    p = _ct(d, "-I", "-p", "udp", "-s", "2001:db8::50", "-d", "fd00:10:96::a",
+            "--sport", "4000", "--dport", "53", "-r", "2001:db8:1::5", "-q", "2001:db8::50",
+            "--reply-port-src", "53", "--reply-port-dst", "4000", "-t", "120")
+    assert p.returncode == 0, p.stderr
+    d.apply(svc6(["2001:db8:1::6"]))
+    left = _ct(d, "-L", "-f", "ipv6", "-p", "udp").stdout
+    assert "2001:db8:1::5" not in left, f"{left}\n{d.log()}"
