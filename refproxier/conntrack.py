@@ -9,9 +9,11 @@ service port, or whose original destination port is the NodePort, and whose repl
 not a serving endpoint, is deleted.
 
 Uses the ``conntrack`` tool (conntrack-tools): one listing of the UDP table, filtered here,
-then one ``conntrack -D`` per distinct (destination, port, stale reply source). Measured in a
-namespace: ~3 ms per call, so a sync that touches a few services costs a few ms; pyroute2's
-conntrack netlink would save only the process starts.
+then one ``conntrack -D`` per distinct (destination, port, stale reply source), which deletes
+all of that group's entries at once. Measured inside a namespace holding 500 UDP entries:
+the listing takes ~12 ms, each grouped ``-D`` ~15 ms (400 entries deleted by 4 calls in 70 ms).
+That is small next to a sync; pyroute2's conntrack netlink (not measured) could only save
+the process starts.
 """
 
 from __future__ import annotations
