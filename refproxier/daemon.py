@@ -164,13 +164,8 @@ class DefaultBackend:
 
 
 def _jump_rule_tuple(j: Any) -> tuple[str, str, list[str]]:
-    if isinstance(j, tuple | list):
-        table, chain, args = j[0], j[1], j[2]
-    else:
-        table = j.table
-        chain = getattr(j, "chain", None) or j.src_chain
-        args = j.args
-    return str(table), str(chain), [str(a) for a in args]
+    """(table, built-in chain, args) from a ``refproxier.iptables.JumpRule``."""
+    return str(j.table), str(j.chain), [str(a) for a in j.args]
 
 
 # --------------------------------------------------------------------------------------
@@ -489,19 +484,25 @@ def in_root_netns() -> bool:
     if me is None:
         return True
     init = _ns_id("/proc/1/ns/net")
-    if init is None:
-        try:
-            if Path("/proc/2/comm").read_text().strip() == "kthreadd":
-                init = _ns_id("/proc/2/ns/net")
-        except OSError:
-            pass
+    if init is None and _is_kthreadd(2):
+        init = _ns_id("/proc/2/ns/net")
     if init is not None:
         return me == init
+    return me not in _named_netns_ids()
+
+
+def _is_kthreadd(pid: int) -> bool:
     try:
-        named = [_ns_id(str(p)) for p in Path("/run/netns").iterdir()]
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "kthreadd"
     except OSError:
-        named = []
-    return me not in named
+        return False
+
+
+def _named_netns_ids() -> list[tuple[int, int] | None]:
+    try:
+        return [_ns_id(str(p)) for p in Path("/run/netns").iterdir()]
+    except OSError:
+        return []
 
 
 def _read_sysctl(name: str) -> str | None:

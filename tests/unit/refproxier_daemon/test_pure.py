@@ -8,7 +8,9 @@ import socket
 import urllib.error
 import urllib.request
 
-from refproxier import netfilter_exec
+import pytest
+
+from refproxier import daemon, netfilter_exec
 from refproxier.config import ProxierConfig
 from refproxier.conntrack import Deletion, Entry, UdpServicePort, parse_entries, stale_deletions
 from refproxier.daemon import DefaultBackend
@@ -173,3 +175,25 @@ def test_default_backend_reads_udp_ports_health_checks_and_changes_from_proxy_st
     assert b.changed(ps, ps3) == {"ns1/dns"}
     assert b.udp_ports(ps3) == []  # no serving endpoints: nothing to clean
     assert b.health_checks(ps3) == {32000: HealthCheckTarget("ns1", "dns", 0)}
+
+
+@pytest.mark.parametrize(
+    ("ids", "kthreadd", "named", "expected"),
+    [
+        ({"self": (4, 1), "1": (4, 1)}, True, [], True),  # PID 1 readable, same
+        ({"self": (4, 2), "1": (4, 1)}, True, [], False),  # PID 1 readable, different
+        ({"self": (4, 2), "2": (4, 1)}, True, [], False),  # PID 1 hidden: kthreadd decides
+        ({"self": (4, 1), "2": (4, 1)}, True, [], True),
+        ({"self": (4, 2)}, False, [(4, 2)], False),  # no reference: a named netns is fine
+        ({"self": (4, 2)}, False, [(4, 3)], True),  # unknown: treated as the host's
+        ({}, True, [], True),  # cannot even read our own: refuse
+    ],
+)
+def test_root_netns_detection(monkeypatch, ids, kthreadd, named, expected):
+    def ns_id(path):
+        return ids.get(path.split("/")[2])
+
+    monkeypatch.setattr(daemon, "_ns_id", ns_id)
+    monkeypatch.setattr(daemon, "_is_kthreadd", lambda pid: kthreadd)
+    monkeypatch.setattr(daemon, "_named_netns_ids", lambda: named)
+    assert daemon.in_root_netns() is expected
