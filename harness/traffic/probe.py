@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import errno
 import json
+import select
 import selectors
 import socket
 import struct
@@ -54,6 +55,7 @@ ICMP_FILTER = 1
 # not an answer; TCP ignores them, so do we.)
 _ICMP_ERROR_TYPES = (3, 11, 12)
 _RECVERR = struct.Struct("=IBBBBII")
+_LINGER0 = struct.pack("ii", 1, 0)
 
 
 class Outcome(enum.Enum):
@@ -102,7 +104,7 @@ class Observation:
 # ------------------------------------------------------------------------------- engine
 
 
-@dataclass
+@dataclass(slots=True)
 class _Probe:
     i: int
     sock: socket.socket
@@ -117,7 +119,8 @@ class _Probe:
 class _Engine:
     def __init__(self, dst: str, dport: int, proto: str, count: int, source: str | None,
                  sport: int | None, timeout: float, parallel: int, payload: bytes,
-                 icmp_capture: bool) -> None:
+                 icmp_capture: bool, reset_close: bool) -> None:
+        self.reset_close = reset_close or bool(sport)
         self.dst, self.dport, self.proto = dst, dport, proto
         self.family = socket.AF_INET6 if ":" in dst else socket.AF_INET
         self.count, self.source, self.sport = count, source, sport
@@ -128,7 +131,10 @@ class _Engine:
         self.active: dict[int, _Probe] = {}
         self.by_tuple: dict[tuple[str, int], _Probe] = {}
         self.icmp: list[tuple[bytes, str]] = []
-        self.sel = selectors.DefaultSelector()
+        # raw epoll rather than selectors: the per-probe bookkeeping is most of the engine's
+        # cost over a bare blocking loop (benchmarks/probe_rate.py)
+        self.ep = select.epoll()
+        self.raw_fd = -1
 
     def obs(self, p: _Probe, outcome: Outcome, **kw: Any) -> None:
         kw.setdefault("rtt", time.perf_counter() - p.t0)
@@ -147,15 +153,20 @@ class _Engine:
                     if p is not None:
                         active[p.sock.fileno()] = p
                 now = time.perf_counter()
-                wait = min((p.deadline for p in active.values()), default=now) - now
-                for key, _mask in self.sel.select(max(wait, 0)):
-                    if key.data is None:
+                if len(active) == 1:
+                    first = next(iter(active.values())).deadline
+                else:
+                    first = min((p.deadline for p in active.values()), default=now)
+                for fd, _ev in self.ep.poll(max(first - now, 0)):
+                    if fd == self.raw_fd:
                         self._drain_icmp(raw)
                         continue
-                    p = key.data
-                    if p.sock.fileno() in active and self._step(p):
+                    p = active.get(fd)  # type: ignore[assignment]
+                    if p is not None and self._step(p):
                         self._finish(p, active)
                 now = time.perf_counter()
+                if now < first:
+                    continue
                 for p in [p for p in active.values() if p.deadline <= now]:
                     # a last look: the answer may be queued while we were busy (GC, import)
                     if self._step(p):
@@ -174,13 +185,17 @@ class _Engine:
                 p.sock.close()
             if raw is not None:
                 raw.close()
-            self.sel.close()
+            self.ep.close()
         return [o for o in self.results if o is not None]
 
     def _finish(self, p: _Probe, active: dict[int, _Probe]) -> None:
         active.pop(p.sock.fileno(), None)
         self.by_tuple.pop((p.src, p.sport), None)
-        self.sel.unregister(p.sock)
+        # no epoll unregister: closing the (never duplicated) fd removes it from the set
+        if self.reset_close and self.proto != "udp":
+            # RST instead of FIN: no TIME_WAIT left behind, so thousands of probes to one
+            # destination never run out of source ports (FIN: ~28k per minute at most)
+            p.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
         p.sock.close()
 
     def _open_icmp(self) -> socket.socket | None:
@@ -194,7 +209,8 @@ class _Engine:
         raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", mask))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         raw.setblocking(False)
-        self.sel.register(raw, selectors.EVENT_READ, None)
+        self.raw_fd = raw.fileno()
+        self.ep.register(self.raw_fd, select.EPOLLIN)
         return raw
 
     def _drain_icmp(self, raw: socket.socket | None) -> None:
@@ -222,15 +238,12 @@ class _Engine:
         udp = self.proto == "udp"
         stype = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
         ipproto = socket.IPPROTO_SCTP if self.proto == "sctp" else 0
-        s = socket.socket(self.family, stype, ipproto)
-        s.setblocking(False)
+        s = socket.socket(self.family, stype | socket.SOCK_NONBLOCK, ipproto)
         t0 = time.perf_counter()
         p = _Probe(i, s, t0, t0 + self.timeout)
         try:
             if self.sport:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                # close with RST so the same 4-tuple can be used again at once
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             if self.source or self.sport:
                 wildcard = "::" if self.family == socket.AF_INET6 else "0.0.0.0"
                 s.bind((self.source or wildcard, self.sport or 0))
@@ -257,7 +270,7 @@ class _Engine:
             s.close()
             return None
         # readable covers all three: greeting, datagram, and error (EPOLLERR/HUP)
-        self.sel.register(s, selectors.EVENT_READ, p)
+        self.ep.register(s.fileno(), select.EPOLLIN)
         if self.icmp_capture:
             self.by_tuple[(p.src, p.sport)] = p
         return p
@@ -386,14 +399,19 @@ def probe(
     timing: Timing | None = None,
     payload: bytes = b"",
     icmp_capture: bool = True,
+    close: str = "reset",
 ) -> list[Observation]:
     """Send ``count`` probes from ``host`` to ``dst:dport``; one Observation each, in order.
 
     ``source``: source address (one of ``host.addresses``); ``sport``: fixed source port
-    (forces sequential probes, each closed with RST so the 4-tuple is free again);
+    (forces sequential probes, closed with RST so the 4-tuple is free again);
     ``timeout``: per probe, default ``timing.positive_s``; ``parallel``: probes in flight
-    (default min(count, 32)).
+    (default min(count, 32)); ``close``: how a TCP probe ends after the greeting, "reset"
+    (default: no TIME_WAIT, so no source-port exhaustion in long statistical runs) or
+    "fin" (an orderly close, at most ~28k probes per destination per minute).
     """
+    if close not in ("reset", "fin"):
+        raise ValueError(f"close {close!r}: use 'reset' or 'fin'")
     proto = proto.lower()
     if proto not in ("tcp", "udp", "sctp"):
         raise ValueError(f"proto {proto!r}: use tcp, udp or sctp")
@@ -405,7 +423,7 @@ def probe(
     if proto != "udp" and icmp_capture:
         import scapy.layers.inet  # noqa: F401 - once per process, not inside a timed probe
     engine = _Engine(str(dst), int(dport), proto, count, source, sport, t, par, payload,
-                     icmp_capture)
+                     icmp_capture, close == "reset")
     return host.call(engine.run)
 
 
