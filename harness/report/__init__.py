@@ -1,0 +1,235 @@
+"""Render reports from the JSON records (``report.json``, written by ``harness.reporting``).
+
+    python -m harness.report html REPORT.json -o OUT.html
+    python -m harness.report matrix RUN1.json RUN2.json ... -o matrix.html --markdown matrix.md
+
+The HTML is one self-contained file: inline CSS and SVG, no JavaScript, no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.report import templates
+from harness.report.svg import distribution_svg
+
+GRADES = ("pass", "fail", "skip", "xfail", "informational")
+# Which grade a matrix cell shows when a behaviour's checks disagree: the worst news first.
+_PRECEDENCE = ("fail", "xfail", "pass", "informational", "skip")
+_PROBES_SHOWN = 200
+_STAT_FIELDS = ("expected", "observed", "passed", "statistic", "p_value", "alpha",
+                "sample_size", "power", "failures", "notes")
+
+
+class ReportError(ValueError):
+    """A report file that cannot be read."""
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a ``report.json``. If the run did not finish (``complete`` false) and a
+    ``checks.jsonl`` lies beside it, its records are taken instead (they are written as
+    each check ends). Older records without ``grade`` get one from ``outcome``."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read report: {exc}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("checks", []), list):
+        raise ReportError(f"{path}: not a report.json (expected an object with 'checks')")
+    jsonl = path.with_name("checks.jsonl")
+    if report.get("complete") is False and jsonl.exists():
+        checks = []
+        for line in jsonl.read_text().splitlines():
+            try:
+                checks.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by the kill; everything before it is whole
+        report["checks"] = checks
+    for c in report.setdefault("checks", []):
+        c.setdefault("grade", _grade_from_outcome(c.get("outcome")))
+    report.setdefault("environment", {})
+    return report
+
+
+def _grade_from_outcome(outcome: Any) -> str:
+    return {"passed": "pass", "failed": "fail", "skipped": "skip", "xfail": "xfail"}.get(
+        str(outcome), "fail")
+
+
+def summarize(checks: list[dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(GRADES, 0)
+    for c in checks:
+        counts[c.get("grade", "fail")] = counts.get(c.get("grade", "fail"), 0) + 1
+    return counts
+
+
+def _anchor(nodeid: str) -> str:
+    return "c-" + re.sub(r"[^A-Za-z0-9_-]+", "-", nodeid).strip("-")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "; ".join(_fmt(v) for v in value) if value else "\u2013"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) or "\u2013"
+    return str(value)
+
+
+def _probe_line(i: int, p: Any) -> str:
+    if not isinstance(p, dict):
+        return f"{i:>4} {p}"
+    src = f"{p.get('src') or '?'}:{p.get('sport') or '?'}"
+    dst = f"{p.get('dst') or '?'}:{p.get('dport') or '?'}"
+    extra = f" seen-src={p['seen_src']}" if p.get("seen_src") else ""
+    return (f"{i:>4} {p.get('proto') or '':<4} {src:>22} -> {dst:<22} "
+            f"{p.get('outcome') or '?':<10} {p.get('pod') or '-'}{extra}")
+
+
+def _stats_view(stats: Any) -> dict[str, Any]:
+    if not isinstance(stats, dict):
+        return {"check": None, "svg": "", "fields": [("value", _fmt(stats))], "probes": [],
+                "probes_total": 0}
+    probes = stats.get("probes") if isinstance(stats.get("probes"), list) else []
+    return {
+        "check": stats.get("check"),
+        "svg": distribution_svg(stats),
+        "fields": [(k, _fmt(stats[k])) for k in _STAT_FIELDS if stats.get(k) not in (None, [], {})],
+        "probes": [_probe_line(i, p) for i, p in enumerate(probes[:_PROBES_SHOWN])],
+        "probes_total": len(probes),
+    }
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined,
+                              trim_blocks=False, lstrip_blocks=False)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The HTML report for a loaded ``report.json``."""
+    from harness.plugin import FEATURE_MARKERS
+
+    checks = []
+    for c in report.get("checks", []):
+        c = dict(c)
+        c["anchor"] = _anchor(str(c.get("nodeid", "")))
+        c["features"] = list(c.get("features") or []) or ["other"]
+        c["evidence"] = c.get("evidence") or {}
+        c["captured"] = c.get("captured") or {}
+        stats = c.get("statistics") or []
+        c["stats"] = [_stats_view(s) for s in (stats if isinstance(stats, list) else [stats])]
+        if c.get("observations") is not None and not isinstance(c["observations"], str):
+            c["observations"] = json.dumps(c["observations"], indent=1, default=str)
+        checks.append(c)
+    # Counts per feature include every feature a check carries; the listing shows each
+    # check once, under its main feature (the module's marker).
+    order = list(FEATURE_MARKERS) + ["other"]
+    names = sorted({f for c in checks for f in c["features"]},
+                   key=lambda n: (order.index(n) if n in order else len(order), n))
+    features = []
+    for name in names:
+        mine = [c for c in checks if name in c["features"]]
+        features.append({
+            "name": name, "doc": FEATURE_MARKERS.get(name, ""),
+            "counts": summarize(mine), "total": len(mine),
+            "checks": sorted((c for c in mine if c["features"][0] == name),
+                             key=lambda c: (_PRECEDENCE.index(c["grade"]) if c["grade"] in _PRECEDENCE else 9,
+                                            str(c.get("behavior")), str(c.get("nodeid")))),
+        })
+    return _env().from_string(templates.REPORT).render(
+        report=report, env=report.get("environment") or {}, checks=checks, features=features,
+        failures=[c for c in checks if c["grade"] == "fail"], summary=summarize(checks),
+        grades=GRADES, css=templates.CSS)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def render_html_file(report_json: str | Path, out: str | Path) -> Path:
+    """Render ``report_json`` to ``out`` (written atomically); returns ``out``."""
+    out = Path(out)
+    _atomic_write(out, render_html(load_report(report_json)))
+    return out
+
+
+# --- compatibility matrix --------------------------------------------------------------------
+
+def run_label(report: dict[str, Any]) -> str:
+    """proxier + iptables flavour + kernel, e.g. ``reference / iptables-nft / 6.1.0-18``."""
+    env = report.get("environment") or {}
+    flavour = env.get("iptables_flavour")
+    return " / ".join([str(env.get("proxier") or "?"),
+                       f"iptables-{flavour}" if flavour else "iptables-?",
+                       str(env.get("kernel") or "?")])
+
+
+def aggregate(grades: list[str]) -> str:
+    """The grade a behaviour gets in one run from its checks' grades."""
+    for g in _PRECEDENCE:
+        if g in grades:
+            return g
+    return "fail"
+
+
+def build_matrix(paths: list[str | Path]) -> dict[str, Any]:
+    """Behaviours x runs. Checks without a behaviour id appear under their test function."""
+    runs: list[dict[str, Any]] = []
+    seen_labels: dict[str, int] = {}
+    per_run: list[dict[str, list[str]]] = []
+    musts: dict[str, str] = {}
+    for p in paths:
+        report = load_report(p)
+        label = run_label(report)
+        seen_labels[label] = seen_labels.get(label, 0) + 1
+        if seen_labels[label] > 1:
+            label = f"{label} #{seen_labels[label]}"
+        runs.append({"label": label, "path": str(p), "started": report.get("started"),
+                     "summary": summarize(report["checks"])})
+        grades: dict[str, list[str]] = {}
+        for c in report["checks"]:
+            bid = c.get("behavior") or str(c.get("nodeid", "?")).split("[")[0]
+            grades.setdefault(bid, []).append(c.get("grade", "fail"))
+            if c.get("must"):
+                musts.setdefault(bid, c["must"])
+        per_run.append(grades)
+    rows = []
+    for bid in sorted({b for g in per_run for b in g}):
+        cells = []
+        for grades in per_run:
+            if bid not in grades:
+                cells.append(None)
+                continue
+            counts = {g: grades[bid].count(g) for g in GRADES if g in grades[bid]}
+            cells.append({"grade": aggregate(grades[bid]),
+                          "title": ", ".join(f"{n} {g}" for g, n in counts.items())})
+        rows.append({"behavior": bid, "must": musts.get(bid), "cells": cells})
+    return {"runs": runs, "rows": rows}
+
+
+def render_matrix_html(matrix: dict[str, Any]) -> str:
+    return _env().from_string(templates.MATRIX).render(css=templates.CSS, **matrix)
+
+
+def render_matrix_markdown(matrix: dict[str, Any]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    head = "| behaviour | " + " | ".join(cell(r["label"]) for r in matrix["runs"]) + " |"
+    lines = [head, "|" + "---|" * (len(matrix["runs"]) + 1)]
+    for row in matrix["rows"]:
+        cells = [c["grade"] if c else "\u2013" for c in row["cells"]]
+        lines.append(f"| `{cell(row['behavior'])}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
