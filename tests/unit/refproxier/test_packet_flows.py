@@ -212,3 +212,66 @@ def test_external_traffic_policy_cluster_masquerades_external_destinations():
         Flow("pod to NodePort hits both endpoints, masqueraded", "10.0.0.2", NODE_IP, 3001, both, masq=True),
         Flow("external to NodePort hits both endpoints, masqueraded", EXTERNAL_CLIENT, NODE_IP, 3001, both, masq=True),
     ])
+
+
+ITP_CASES = [
+    ("internalTrafficPolicy is cluster", "Cluster", [("10.0.1.1", NODE), ("10.0.1.2", "node1"), ("10.0.1.3", "node2")],
+     "10.0.1.1:80, 10.0.1.2:80, 10.0.1.3:80"),
+    ("internalTrafficPolicy is local and there is one local endpoint", "Local",
+     [("10.0.1.1", NODE), ("10.0.1.2", "node1"), ("10.0.1.3", "node2")], "10.0.1.1:80"),
+    ("internalTrafficPolicy is local and there are multiple local endpoints", "Local",
+     [("10.0.1.1", NODE), ("10.0.1.2", NODE), ("10.0.1.3", "node2")], "10.0.1.1:80, 10.0.1.2:80"),
+    ("internalTrafficPolicy is local and there are no local endpoints", "Local",
+     [("10.0.1.1", "node0"), ("10.0.1.2", "node1"), ("10.0.1.3", "node2")], "DROP"),
+]
+
+
+@pytest.mark.parametrize(("name", "itp", "endpoints", "output"), ITP_CASES, ids=[c[0] for c in ITP_CASES])
+def test_internal_traffic_policy(name, itp, endpoints, output):
+    svc = service("ns1", "svc1", "172.30.1.1", [port("", 80)], itp=itp)
+    sl = eps_slice("ns1", "svc1", [ep(ip, n, ready=True) for ip, n in endpoints], [{"name": "", "port": 80, "protocol": "TCP"}])
+    check(render(proxy_state(svc, sl), fake_config()), [Flow("pod to ClusterIP", "10.0.0.2", "172.30.1.1", 80, output)])
+    check(render(proxy_state(svc), fake_config()), [Flow("endpoints deleted", "10.0.0.2", "172.30.1.1", 80, "REJECT")])
+
+
+READY = dict(ready=True, serving=True, terminating=False)
+TERMINATING = dict(ready=False, serving=True, terminating=True)
+GONE = dict(ready=False, serving=False, terminating=True)
+
+TERMINATING_CASES = [
+    # name, eTP, endpoints, pod -> clusterIP, external -> LB (masq for eTP=Cluster)
+    ("Local: ready endpoints exist", "Local",
+     [("10.0.1.1", NODE, READY), ("10.0.1.2", NODE, READY), ("10.0.1.3", NODE, TERMINATING), ("10.0.1.4", NODE, GONE),
+      ("10.0.1.5", "node-1", READY)],
+     "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80", "10.0.1.1:80, 10.0.1.2:80"),
+    ("Local: only terminating endpoints exist", "Local",
+     [("10.0.1.2", NODE, TERMINATING), ("10.0.1.3", NODE, TERMINATING), ("10.0.1.4", NODE, GONE), ("10.0.1.5", "node-1", READY)],
+     "10.0.1.5:80", "10.0.1.2:80, 10.0.1.3:80"),
+    ("Local: terminating endpoints on remote node", "Local", [("10.0.1.5", "node-1", TERMINATING)], "10.0.1.5:80", "DROP"),
+    ("Local: no usable endpoints on any node", "Local", [("10.0.1.5", NODE, GONE), ("10.0.1.5", "node-1", GONE)], "REJECT", "REJECT"),
+    ("Cluster: ready endpoints exist", "Cluster",
+     [("10.0.1.1", NODE, READY), ("10.0.1.2", NODE, READY), ("10.0.1.3", "another-node", TERMINATING),
+      ("10.0.1.4", "another-node", GONE), ("10.0.1.5", "another-node", READY)],
+     "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80", "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80"),
+    ("Cluster: only terminating endpoints exist", "Cluster",
+     [("10.0.1.2", NODE, TERMINATING), ("10.0.1.3", NODE, TERMINATING), ("10.0.1.4", "another-node", GONE),
+      ("10.0.1.5", "another-node", TERMINATING)],
+     "10.0.1.2:80, 10.0.1.3:80, 10.0.1.5:80", "10.0.1.2:80, 10.0.1.3:80, 10.0.1.5:80"),
+    ("Cluster: terminating endpoints on remote node", "Cluster", [("10.0.1.5", "node-1", TERMINATING)], "10.0.1.5:80", "10.0.1.5:80"),
+    ("Cluster: no usable endpoints on any node", "Cluster", [("10.0.1.5", NODE, GONE), ("10.0.1.5", "node-1", GONE)], "REJECT", "REJECT"),
+]
+
+
+@pytest.mark.parametrize(("name", "etp", "endpoints", "to_cluster_ip", "to_lb"), TERMINATING_CASES, ids=[c[0] for c in TERMINATING_CASES])
+def test_terminating_endpoints(name, etp, endpoints, to_cluster_ip, to_lb):
+    svc = service("ns1", "svc1", "172.30.1.1", [port("", 80)], type="LoadBalancer", etp=etp, lb_ips=["1.2.3.4"], hcnp=30000)
+    sl = eps_slice("ns1", "svc1", [ep(ip, n, **cond) for ip, n, cond in endpoints], [{"name": "", "port": 80, "protocol": "TCP"}])
+    masq = etp == "Cluster" and to_lb not in ("DROP", "REJECT")
+    check(render(proxy_state(svc, sl), fake_config()), [
+        Flow("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, to_cluster_ip),
+        Flow("external to LB", EXTERNAL_CLIENT, "1.2.3.4", 80, to_lb, masq=masq),
+    ])
+    check(render(proxy_state(svc), fake_config()), [
+        Flow("pod to clusterIP after endpoints deleted", "10.0.0.2", "172.30.1.1", 80, "REJECT"),
+        Flow("external to LB after endpoints deleted", EXTERNAL_CLIENT, "1.2.3.4", 80, "REJECT"),
+    ])
