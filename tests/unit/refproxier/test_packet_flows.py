@@ -275,3 +275,81 @@ def test_terminating_endpoints(name, etp, endpoints, to_cluster_ip, to_lb):
         Flow("pod to clusterIP after endpoints deleted", "10.0.0.2", "172.30.1.1", 80, "REJECT"),
         Flow("external to LB after endpoints deleted", EXTERNAL_CLIENT, "1.2.3.4", 80, "REJECT"),
     ])
+
+
+def _masquerade_matrix_state(cfg):
+    objs = [
+        service("ns1", "svc1", "172.30.0.41", [port(node_port=3001)], type="LoadBalancer", hcnp=30001, lb_ips=["1.2.3.4"]),
+        service("ns2", "svc2", "172.30.0.42", [port(node_port=3002)], type="LoadBalancer", etp="Local", hcnp=30002,
+                lb_ips=["5.6.7.8"]),
+        service("ns3", "svc3", "172.30.0.43", [port(node_port=3003)], type="LoadBalancer", itp="Local", hcnp=30003,
+                lb_ips=["9.10.11.12"]),
+    ]
+    for i in (1, 2, 3):
+        objs.append(eps_slice(f"ns{i}", f"svc{i}", [ep(f"10.180.0.{i}", NODE), ep(f"10.180.1.{i}", "remote")]))
+    return render(proxy_state(*objs, config=cfg), cfg)
+
+
+S1, S2, S3 = "10.180.0.1:80, 10.180.1.1:80", "10.180.0.2:80, 10.180.1.2:80", "10.180.0.3:80, 10.180.1.3:80"
+MASQ_MATRIX = [
+    Flow("pod to ClusterIP", "10.0.0.2", "172.30.0.41", 80, S1, False),
+    Flow("pod to NodePort", "10.0.0.2", NODE_IP, 3001, S1, True),
+    Flow("pod to LB", "10.0.0.2", "1.2.3.4", 80, S1, True),
+    Flow("node to ClusterIP", NODE_IP, "172.30.0.41", 80, S1, True),
+    Flow("node to NodePort", NODE_IP, NODE_IP, 3001, S1, True),
+    Flow("localhost to NodePort", "127.0.0.1", "127.0.0.1", 3001, S1, True),
+    Flow("node to LB", NODE_IP, "1.2.3.4", 80, S1, True),
+    Flow("external to ClusterIP", EXTERNAL_CLIENT, "172.30.0.41", 80, S1, True),
+    Flow("external to NodePort", EXTERNAL_CLIENT, NODE_IP, 3001, S1, True),
+    Flow("external to LB", EXTERNAL_CLIENT, "1.2.3.4", 80, S1, True),
+    Flow("pod to ClusterIP with eTP:Local", "10.0.0.2", "172.30.0.42", 80, S2, False),
+    Flow("pod to NodePort with eTP:Local", "10.0.0.2", NODE_IP, 3002, S2, False),
+    Flow("pod to LB with eTP:Local", "10.0.0.2", "5.6.7.8", 80, S2, False),
+    Flow("node to ClusterIP with eTP:Local", NODE_IP, "172.30.0.42", 80, S2, True),
+    Flow("node to NodePort with eTP:Local", NODE_IP, NODE_IP, 3001, S1, True),  # port 3001 as in kube-proxy's table
+    Flow("localhost to NodePort with eTP:Local", "127.0.0.1", "127.0.0.1", 3002, S2, True),
+    Flow("node to LB with eTP:Local", NODE_IP, "5.6.7.8", 80, S2, True),
+    Flow("external to ClusterIP with eTP:Local", EXTERNAL_CLIENT, "172.30.0.42", 80, S2, True),
+    Flow("external to NodePort with eTP:Local", EXTERNAL_CLIENT, NODE_IP, 3002, "10.180.0.2:80", False),
+    Flow("external to LB with eTP:Local", EXTERNAL_CLIENT, "5.6.7.8", 80, "10.180.0.2:80", False),
+    Flow("pod to ClusterIP with iTP:Local", "10.0.0.2", "172.30.0.43", 80, "10.180.0.3:80", False),
+    Flow("pod to NodePort with iTP:Local", "10.0.0.2", NODE_IP, 3003, S3, True),
+    Flow("pod to LB with iTP:Local", "10.0.0.2", "9.10.11.12", 80, S3, True),
+    Flow("node to ClusterIP with iTP:Local", NODE_IP, "172.30.0.43", 80, "10.180.0.3:80", True),
+    Flow("node to NodePort with iTP:Local", NODE_IP, NODE_IP, 3003, S3, True),
+    Flow("localhost to NodePort with iTP:Local", "127.0.0.1", "127.0.0.1", 3003, S3, True),
+    Flow("node to LB with iTP:Local", NODE_IP, "9.10.11.12", 80, S3, True),
+    Flow("external to ClusterIP with iTP:Local", EXTERNAL_CLIENT, "172.30.0.43", 80, "10.180.0.3:80", True),
+    Flow("external to NodePort with iTP:Local", EXTERNAL_CLIENT, NODE_IP, 3003, S3, True),
+    Flow("external to LB with iTP:Local", EXTERNAL_CLIENT, "9.10.11.12", 80, S3, True),
+]
+NO_DETECTOR = {
+    # Without a local-traffic detector every ClusterIP client is taken for a pod...
+    "node to ClusterIP": {"masq": False}, "node to ClusterIP with eTP:Local": {"masq": False},
+    "node to ClusterIP with iTP:Local": {"masq": False}, "external to ClusterIP": {"masq": False},
+    "external to ClusterIP with eTP:Local": {"masq": False}, "external to ClusterIP with iTP:Local": {"masq": False},
+    # ...and there is no eTP:Local short-circuit for pods.
+    "pod to NodePort with eTP:Local": {"output": "10.180.0.2:80"}, "pod to LB with eTP:Local": {"output": "10.180.0.2:80"},
+}
+MASQ_ALL = {
+    "pod to ClusterIP": {"masq": True}, "pod to ClusterIP with eTP:Local": {"masq": True},
+    "pod to ClusterIP with iTP:Local": {"masq": True},
+}
+MASQ_ALL_NO_DETECTOR = {
+    **MASQ_ALL,
+    "pod to NodePort with eTP:Local": {"output": "10.180.0.2:80"}, "pod to LB with eTP:Local": {"output": "10.180.0.2:80"},
+}
+
+
+@pytest.mark.parametrize(
+    ("masquerade_all", "detector", "overrides"),
+    [(False, True, {}), (False, False, NO_DETECTOR), (True, True, MASQ_ALL), (True, False, MASQ_ALL_NO_DETECTOR)],
+    ids=["base", "no LocalTrafficDetector", "masqueradeAll", "masqueradeAll, no LocalTrafficDetector"],
+)
+def test_internal_external_masquerade(masquerade_all, detector, overrides):
+    cfg = fake_config(masquerade_all=masquerade_all, **({} if detector else {"cluster_cidrs": ()}))
+    flows = []
+    for f in MASQ_MATRIX:
+        o = overrides.get(f.name, {})
+        flows.append(Flow(f.name, f.src, f.dst, f.dport, o.get("output", f.output), o.get("masq", f.masq)))
+    check(_masquerade_matrix_state(cfg), flows)

@@ -192,3 +192,37 @@ def test_unchanged_state_reports_no_changed_services_and_none_means_full():
     assert changed_services(None, b) is None
     c = proxy_state(*SVC1, *SVC2, config=CONFIG)
     assert changed_services(a, c) == {"ns2/svc2"}
+
+
+def _dnat_rules(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("-A KUBE-SEP-") and "-j DNAT" in line]
+
+
+def test_large_cluster_mode_drops_comments_and_partial_syncs_write_only_changed_services():
+    # As kube-proxy's TestSyncProxyRulesLargeClusterMode (masqueradeAll, 2 x 499 endpoints).
+    cfg = fake_config(masquerade_all=True)
+    half = 1000 // 2 - 1
+    objs = [
+        service("ns1", "svc1", "172.30.0.41"),
+        service("ns2", "svc2", "172.30.0.42", [port("p8080", 8080)]),
+        service("ns3", "svc3", "172.30.0.43", [port("p8081", 8081)]),
+        eps_slice("ns1", "svc1", [ep(f"10.0.{i % 256}.{i // 256}") for i in range(half)]),
+        eps_slice("ns2", "svc2", [ep(f"10.1.{i % 256}.{i // 256}") for i in range(half)],
+                  [{"name": "p8080", "port": 8080, "protocol": "TCP"}]),
+    ]
+    first = proxy_state(*objs, config=cfg)
+    out = render(first, cfg)
+    dnat = _dnat_rules(out)
+    assert len(dnat) == 2 * half and all("--comment" in r for r in dnat)
+    assert "-A KUBE-SEP-DKGQUZGBKLTPAR56 -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.0.0.0:80" in dnat
+
+    objs.append(eps_slice("ns3", "svc3", [ep("203.0.113.4"), ep("203.0.113.8"), ep("203.0.113.12")],
+                          [{"name": "p8081", "port": 8081, "protocol": "TCP"}]))
+    second = proxy_state(*objs, config=cfg)
+    dnat = _dnat_rules(render(second, cfg, changed=changed_services(first, second)))
+    assert len(dnat) == 3
+    assert "-A KUBE-SEP-RUVVH7YV3PHQBDOS -m tcp -p tcp -j DNAT --to-destination 203.0.113.4:8081" in dnat
+
+    dnat = _dnat_rules(render(second, cfg))
+    assert len(dnat) == 2 * half + 3 and not any("--comment" in r for r in dnat)
+    assert "-A KUBE-SEP-DKGQUZGBKLTPAR56 -m tcp -p tcp -j DNAT --to-destination 10.0.0.0:80" in dnat
