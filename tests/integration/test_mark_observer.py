@@ -1,8 +1,10 @@
 """MarkObserver, conntrack_entries and dump_rules against real kernels rules (root only).
 
-Each test builds its own two namespaces ``vdt-test-<id>-a`` (the "node": client, proxier
-rules, observer) and ``vdt-test-<id>-b`` (the "pod": a TCP server on 8080 and 8081), joined
-by a veth created inside the namespaces (192.0.2.1/24 <-> 192.0.2.2/24). In -a, rules in the
+Each test builds its own three namespaces: ``vdt-test-<id>-a`` (the "node": proxier rules,
+observer, and a local client), ``vdt-test-<id>-b`` (the "pod": a TCP server on 8080 and 8081
+that answers with the source address it saw) and ``vdt-test-<id>-c`` (an external client
+whose traffic the node forwards), joined by veths created inside the namespaces
+(a 192.0.2.1/25 <-> b 192.0.2.2/25; a 192.0.2.129/25 <-> c 192.0.2.130/25). In -a, rules in the
 style of kube-proxy send "service" 198.51.100.10:80 to 192.0.2.2:8080 *with* the masquerade
 mark and 198.51.100.11:80 to 192.0.2.2:8081 *without* it, then clear the mark and
 MASQUERADE in nat POSTROUTING -- in each flavour: iptables-legacy, iptables-nft, and native
@@ -33,6 +35,7 @@ pytestmark = [
 PY = sys.executable
 MARKED_VIP, UNMARKED_VIP = "198.51.100.10", "198.51.100.11"
 POD = "192.0.2.2"
+NODE_TO_POD, CLIENT = "192.0.2.1", "192.0.2.130"
 
 # Written in the shape kube-proxy's iptables mode uses (kube-proxy-notes section 2.2).
 IPTABLES_RULES = f"""\
@@ -41,6 +44,7 @@ IPTABLES_RULES = f"""\
 :KUBE-MARK-MASQ - [0:0]
 :KUBE-POSTROUTING - [0:0]
 -A OUTPUT -j KUBE-SERVICES
+-A PREROUTING -j KUBE-SERVICES
 -A POSTROUTING -j KUBE-POSTROUTING
 -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
 -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
@@ -64,11 +68,18 @@ table ip kube-proxy {{
     meta mark set meta mark ^ 0x4000
     masquerade fully-random
   }}
-  chain nat-output {{
-    type nat hook output priority -100; policy accept;
+  chain services {{
     ip daddr {MARKED_VIP} tcp dport 80 jump mark-for-masquerade
     ip daddr {MARKED_VIP} tcp dport 80 dnat to {POD}:8080
     ip daddr {UNMARKED_VIP} tcp dport 80 dnat to {POD}:8081
+  }}
+  chain nat-output {{
+    type nat hook output priority -100; policy accept;
+    jump services
+  }}
+  chain nat-prerouting {{
+    type nat hook prerouting priority -100; policy accept;
+    jump services
   }}
 }}
 """
@@ -87,7 +98,7 @@ while True:
         c.sendall(f"{addr[0]}".encode()); c.close()
 """
 
-CLIENT = r"""
+CLIENT_SCRIPT = r"""
 import socket, sys
 for target in sys.argv[1:]:
     host, port, count = target.split(":")
@@ -122,17 +133,21 @@ def root_namespace_untouched() -> Iterator[None]:
 class Lab:
     a: str
     b: str
+    c: str
     flavour: str
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
-    def connect(self, **counts: int) -> list[str]:
-        """counts: marked=N, plain=M new TCP connections from -a through the "services"."""
+    def connect(self, origin: str = "local", **counts: int) -> list[str]:
+        """counts: marked=N, plain=M new TCP connections through the "services", from the
+        node itself (origin "local") or from the external client (origin "forwarded").
+        Returns the source address the pod saw, per connection."""
         targets = []
         if counts.get("marked"):
             targets.append(f"{MARKED_VIP}:80:{counts['marked']}")
         if counts.get("plain"):
             targets.append(f"{UNMARKED_VIP}:80:{counts['plain']}")
-        out = sh("ip", "netns", "exec", self.a, PY, "-c", CLIENT, *targets)
+        ns = self.a if origin == "local" else self.c
+        out = sh("ip", "netns", "exec", ns, PY, "-c", CLIENT_SCRIPT, *targets)
         return out.splitlines()
 
 
@@ -150,23 +165,30 @@ def _install_proxier_rules(lab: Lab) -> None:
 @pytest.fixture(params=["iptables-legacy", "iptables-nft", "nftables"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     rid = uuid.uuid4().hex[:6]
-    lab = Lab(f"vdt-test-{rid}-a", f"vdt-test-{rid}-b", request.param)
+    lab = Lab(f"vdt-test-{rid}-a", f"vdt-test-{rid}-b", f"vdt-test-{rid}-c", request.param)
     try:
         # Setup in stages, each registering its cleanup first, so a failed setup still
         # removes what it made (namespaces take their veth ends with them).
-        for ns in (lab.a, lab.b):
+        for ns in (lab.a, lab.b, lab.c):
             sh("ip", "netns", "add", ns)
             lab.cleanups.append(lambda ns=ns: subprocess.run(["ip", "netns", "del", ns],
                                                              capture_output=True))
-        # The veth is created inside -a with its peer moved straight into -b: never in root.
-        sh("ip", "netns", "exec", lab.a, "ip", "link", "add", "va", "type", "veth", "peer",
-           "name", "vb", "netns", lab.b)
-        for ns, dev, addr in ((lab.a, "va", "192.0.2.1/24"), (lab.b, "vb", "192.0.2.2/24")):
+        # Veths are created inside -a with the peer moved straight out: never in root.
+        for dev, peer, ns in (("va", "vb", lab.b), ("vac", "vc", lab.c)):
+            sh("ip", "netns", "exec", lab.a, "ip", "link", "add", dev, "type", "veth", "peer",
+               "name", peer, "netns", ns)
+        for ns, dev, addr in ((lab.a, "va", f"{NODE_TO_POD}/25"), (lab.b, "vb", f"{POD}/25"),
+                              (lab.a, "vac", "192.0.2.129/25"), (lab.c, "vc", f"{CLIENT}/25")):
             sh("ip", "netns", "exec", ns, "ip", "addr", "add", addr, "dev", dev)
             sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
             sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        # The "service" VIPs are routed to the pod side, as a node routes a ClusterIP.
+        # The "service" VIPs are routed towards the pod, as a node routes a ClusterIP; the
+        # client and the pod route everything via the node, which forwards (a per-netns
+        # sysctl of -a, not the root namespace's).
         sh("ip", "netns", "exec", lab.a, "ip", "route", "add", "default", "via", POD)
+        sh("ip", "netns", "exec", lab.b, "ip", "route", "add", "default", "via", NODE_TO_POD)
+        sh("ip", "netns", "exec", lab.c, "ip", "route", "add", "default", "via", "192.0.2.129")
+        sh("ip", "netns", "exec", lab.a, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         server = subprocess.Popen(["ip", "netns", "exec", lab.b, PY, "-c", SERVER],
                                   stdout=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -184,16 +206,20 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
                 fn()
             except Exception as e:  # noqa: BLE001 - keep cleaning; report at the end
                 print(f"cleanup of {lab.a}/{lab.b} failed: {e!r}", file=sys.stderr)
-        left = [ns for ns in (lab.a, lab.b) if ns in sh("ip", "netns", "list")]
+        left = [ns for ns in (lab.a, lab.b, lab.c) if ns in sh("ip", "netns", "list")]
         assert not left, f"namespaces left behind: {left}"
 
 
-def test_counts_marked_and_unmarked_flows(lab: Lab) -> None:
+@pytest.mark.parametrize("origin", ["local", "forwarded"])
+def test_counts_marked_and_unmarked_flows(lab: Lab, origin: str) -> None:
     with nf.MarkObserver(lab.a, daddr=POD, dport=8080) as to_marked, \
             nf.MarkObserver(lab.a, daddr=POD, dport=8081) as to_plain, \
             nf.MarkObserver(lab.a, orig_daddr=MARKED_VIP, orig_dport=80) as by_vip:
-        replies = lab.connect(marked=3, plain=2)
-        assert len(replies) == 5, replies
+        replies = lab.connect(origin, marked=3, plain=2)
+        seen = [line.split()[1] for line in replies]
+        # The mark is what masquerades: marked flows reach the pod from the node's address.
+        unmasq = NODE_TO_POD if origin == "local" else CLIENT
+        assert seen == [NODE_TO_POD] * 3 + [unmasq] * 2, replies
         # One count per new flow (the SYN), though each flow sent several packets.
         assert to_marked.read() == (3, 0), to_marked.ruleset()
         assert to_plain.read() == (0, 2), to_plain.ruleset()
