@@ -51,7 +51,8 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
                    help="pod CIDRs; traffic from outside them to a ClusterIP is masqueraded")
     g.add_argument("--masquerade-all", action="store_true", help="masquerade all traffic to ClusterIPs")
     g.add_argument("--nodeport-addresses", action="append", metavar="CIDR[,CIDR]",
-                   help="accept NodePorts only on local addresses in these CIDRs (default: all)")
+                   help="accept NodePorts only on local addresses in these CIDRs, or 'primary' for the "
+                   "--node-ip addresses (default: all)")
     g.add_argument("--iptables-localhost-nodeports", type=_bool, default=True, metavar="true|false",
                    help="accept NodePorts on 127.0.0.1 (default true)")
     g.add_argument("--masquerade-bit", type=int, default=14, help="fwmark bit for SNAT (default 14)")
@@ -105,7 +106,12 @@ def config_from_args(args: argparse.Namespace) -> ProxierConfig:
 
     node_ips = _checked(args.node_ip, "--node-ip", ipaddress.ip_address, "an IP address")
     cidrs = _checked(args.cluster_cidr, "--cluster-cidr", _cidr, "a CIDR")
-    npa = _checked(args.nodeport_addresses, "--nodeport-addresses", _cidr, "a CIDR")
+    npa = _comma_list(args.nodeport_addresses)
+    if npa == ("primary",):
+        # kube-proxy's special value: only the node's primary IP(s).
+        npa = tuple(f"{ip}/{32 if ipaddress.ip_address(ip).version == 4 else 128}" for ip in node_ips)
+    else:
+        npa = _checked(npa, "--nodeport-addresses", _cidr, "a CIDR")
     family = args.ip_family or (ipaddress.ip_address(node_ips[0]).version if node_ips else 4)
     if not 0 <= args.masquerade_bit <= 31:
         raise ValueError(f"--masquerade-bit: {args.masquerade_bit} is not in [0, 31]")

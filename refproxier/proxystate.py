@@ -132,6 +132,12 @@ class ServicePortInfo:
         return tuple(sorted({ep.ip for ep in self.endpoints if ep.serving}))
 
     @property
+    def serving_endpoints(self) -> tuple[str, ...]:
+        """Serving endpoints as ``ip:port``: newer kube-proxy (v1.32+) keeps a UDP conntrack
+        entry only if its reply source matches one of these, port included."""
+        return tuple(sorted({ep.address for ep in self.endpoints if ep.serving}))
+
+    @property
     def local_ready_endpoints(self) -> int:
         return sum(1 for ep in self.endpoints if ep.is_local and ep.ready)
 

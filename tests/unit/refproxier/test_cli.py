@@ -76,6 +76,14 @@ def test_flags_build_the_config_like_kube_proxy():
     assert (cfg.sync_period, cfg.min_sync_period) == (60.0, 0.5)
 
 
+def test_nodeport_addresses_primary_means_the_node_ips():
+    args = cli.build_parser().parse_args(
+        ["cleanup", "--node-ip", "192.168.0.2", "--nodeport-addresses", "primary"])
+    cfg = cli.config_from_args(args)
+    assert cfg.nodeport_addresses == ("192.168.0.2/32",)
+    assert cfg.nodeport_ips() == ["192.168.0.2"]
+
+
 def test_run_and_cleanup_call_the_daemon_with_the_config(monkeypatch):
     calls = []
     fake = types.ModuleType("refproxier.daemon")

@@ -143,6 +143,7 @@ def test_udp_conntrack_data_lists_destinations_and_serving_endpoints():
     assert sp.destination_ips == ("172.30.0.10", "192.168.99.5", "1.2.3.4")
     assert sp.node_port == 30053
     assert sp.serving_endpoint_ips == ("10.0.0.1", "10.0.0.2")
+    assert sp.serving_endpoints == ("10.0.0.1:53", "10.0.0.2:53")
 
 
 def test_generation_is_carried_from_the_cluster_state():
