@@ -209,7 +209,9 @@ class Verdict:
     """The result of one check: what was expected, what was seen, and how sure we are.
 
     ``alpha`` is the probability that a correct proxier fails this check (0.0 for exact
-    checks); ``power`` maps fault names to the probability this check catches them.
+    checks); ``power`` maps fault names to the probability this check catches them at the
+    sample size it had (for distributions: the ncx2 approximation, slightly optimistic for
+    large effects at small N -- see the module docstring).
     """
 
     check: str
@@ -653,13 +655,13 @@ def affinity_verdict(observations: Sequence[ObservationLike], expected_endpoints
     expected = (f"each client address reaches exactly one of {n} endpoints; "
                 f"{k} clients not all on one endpoint")
     observed = "; ".join(f"{c}->{sorted(p)}x{len(by_client[c])}" for c, p in chosen.items())
-    rows = [EndpointCount(e, sum(1 for p in chosen.values() if p == {e}), k / n if n else 0.0)
-            for e in endpoints]
-    notes.append("per_endpoint counts clients (not connections) stuck to each endpoint")
+    stuck = Counter(next(iter(p)) for p in chosen.values() if len(p) == 1)
+    if stuck:
+        observed += "; clients per endpoint: " + ", ".join(
+            f"{e}={stuck.get(e, 0)}" for e in [*endpoints, *sorted(set(stuck) - set(endpoints))])
     return Verdict(check, not failures, expected, observed or "no probes", failures,
                    alpha=spread_alpha, power={"no-affinity": pw} if n >= 2 else {},
-                   sample_size=len(observations), per_endpoint=rows, probes=observations,
-                   notes=notes)
+                   sample_size=len(observations), probes=observations, notes=notes)
 
 
 # --------------------------------------------------------------------------- exact verdicts
