@@ -232,6 +232,7 @@ class Daemon:
         self.last_sync_start: float | None = None
         self.last_full_sync: float | None = None
         self.retry_at: float | None = None
+        self.new_input = False  # a generation arrived since the last sync attempt
         self.backoff = RETRY_BACKOFF_MIN
         self.next_canary_check = 0.0
         self._file_key: tuple | None = None
@@ -264,6 +265,7 @@ class Daemon:
                  len(loaded.cluster.services), len(loaded.cluster.endpoint_slices))
         self.loaded = loaded
         self.sync_pending = True
+        self.new_input = True
 
     def check_canaries(self) -> None:
         """kube-proxy's Monitor: if a canary chain is gone, the tables were flushed by
@@ -284,7 +286,9 @@ class Daemon:
         if self.loaded is None:
             return False
         if self.retry_at is not None:
-            if now < self.retry_at:
+            # A new generation is tried at once (it may be the fix), as kube-proxy's runner
+            # runs on any change; otherwise wait for the backoff.
+            if now < self.retry_at and not self.new_input:
                 return False
         elif not self.sync_pending:
             if self.last_sync_start is not None and now - self.last_sync_start < self.config.sync_period:
@@ -325,6 +329,7 @@ class Daemon:
         now = self.clock()
         self.last_sync_start = now
         self.sync_pending = False
+        self.new_input = False
         full = self.need_full_sync
         t0 = time.monotonic()
         if self.refresh_config is not None and full:
@@ -412,13 +417,18 @@ class Daemon:
 
         for table in ("mangle", "nat", "filter"):
             ensure_chain(table, CANARY_CHAIN)
+        installed = []
         for table, chain, args in self.backend.jump_rules(self.config):
             target = _target_of(args)
             if target is not None:
                 # EnsureRule needs the target to exist; kube-proxy EnsureChain()s it first.
                 ensure_chain(table, target)
             if self.ipt.ensure_rule_prepended(table, chain, args):
-                log.info("jump rule installed: -t %s -I %s 1 %s", table, chain, shlex.join(args))
+                installed.append(f"{table}/{chain}->{target}")
+                log.debug("jump rule installed: -t %s -I %s 1 %s", table, chain, shlex.join(args))
+        if installed:
+            # One line, not one per rule: after a flush all of them come back at once.
+            log.info("jump rules installed (%d): %s", len(installed), ", ".join(installed))
 
     def _udp_services(self, proxy_state: Any) -> frozenset[str]:
         try:

@@ -277,3 +277,19 @@ def test_udp_change_triggers_conntrack_cleanup_only_then(env):
     env.publish(BASE, 3)  # the UDP service is removed
     env.step(2)
     assert len(env.cleaned) == 2
+
+
+def test_new_generation_after_a_failure_is_tried_without_waiting_for_the_backoff(env):
+    env.publish(BASE, 1)
+    env.step()
+    env.ipt.fail_next = 1
+    env.publish(BASE[:1], 2)
+    env.step(1.0)
+    assert len(env.ipt.restores) == 2 and env.d.retry_at is not None
+    env.d.backoff = 10.0
+    env.ipt.fail_next = 1
+    env.step(1.0)  # the 0.5 s retry: fails again, next retry in 10 s
+    assert len(env.ipt.restores) == 3
+    env.publish(BASE, 3)
+    env.step(1.0)  # a new generation: tried now (min_sync_period still applies)
+    assert len(env.ipt.restores) == 4 and read_applied(env.dir, "node1") == 3
