@@ -36,9 +36,11 @@ with the replacement. Each returns complete rule lines (``"-A CHAIN ..."``).
     SEP rule with the DNAT target.
 ``cluster_ip_masquerade_rule(ctx, sp, chain) -> str | None``
     First rule of the internal chain: masquerade-all, or off-cluster sources per cluster CIDR.
+``external_masquerade_rules(ctx, sp) -> list[str]``
+    The KUBE-EXT masquerade rule: every packet for eTP=Cluster, LOCAL sources for eTP=Local.
 ``external_destination_rules(ctx, sp, has_external_endpoints) -> list[str]``
-    The KUBE-EXT chain: masquerade for eTP=Cluster; short-circuit and LOCAL masquerade for
-    eTP=Local; then the jump to the policy chain.
+    The whole KUBE-EXT chain: pod short-circuit (eTP=Local), the masquerade rule above,
+    routing of LOCAL sources to the cluster chain, then the jump to the policy chain.
 ``firewall_chain_rules(ctx, sp) -> list[str]``
     The KUBE-FW chain (loadBalancerSourceRanges).
 ``nodeport_rules(ctx, sp) -> list[str]``
@@ -51,9 +53,22 @@ with the replacement. Each returns complete rule lines (``"-A CHAIN ..."``).
     filter DROP rules when a Local traffic policy has no local endpoints.
 ``health_check_rule(ctx, sp) -> str``
     filter KUBE-NODEPORTS ACCEPT for the health check node port.
+``proxy_firewall_rules(ctx, sp) -> list[str]``
+    filter KUBE-PROXY-FIREWALL DROP for LB IPs whose source ranges a packet did not match.
 ``masquerade_rules(ctx) -> list[str]``, ``forward_rules(ctx) -> list[str]``,
 ``localnet_firewall_rules(ctx) -> list[str]``
     KUBE-POSTROUTING/KUBE-MARK-MASQ, KUBE-FORWARD and KUBE-FIREWALL.
+``service_port_rules(ctx, sp) -> ServicePortRules``
+    Everything one service port contributes (calls the functions above).
+
+``ctx`` is a :class:`RenderContext` (the config, and whether large-cluster mode drops
+per-endpoint comments); ``sp`` a :class:`~refproxier.proxystate.ServicePortInfo`; ``ep`` an
+:class:`~refproxier.proxystate.EndpointInfo`. Chain names come from :class:`Chains` and
+:func:`sep_chain`.
+
+Not done here (the daemon's business, as in kube-proxy): deciding full vs partial syncs,
+reading existing chains (pass an empty set to skip deletions, e.g. to delete stale chains
+only once per sync period in large clusters), applying jump rules and canary chains.
 """
 
 from __future__ import annotations
@@ -273,25 +288,31 @@ def cluster_ip_masquerade_rule(ctx: RenderContext, sp: ServicePortInfo, chain: s
     return None
 
 
+def external_masquerade_rules(ctx: RenderContext, sp: ServicePortInfo) -> list[str]:
+    """Which external-destination traffic is masqueraded: all of it for eTP=Cluster (it
+    may cross nodes), only node-originated (LOCAL source) traffic for eTP=Local."""
+    ch = Chains.of(sp)
+    spn = sp.port_name_string
+    if not sp.external_policy_local:
+        return [rule(ch.ext, comment(f"masquerade traffic for {spn} external destinations"), ["-j", KUBE_MARK_MASQ])]
+    return [
+        rule(
+            ch.ext,
+            comment(f"masquerade LOCAL traffic for {spn} external destinations"),
+            ["-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ],
+        )
+    ]
+
+
 def external_destination_rules(ctx: RenderContext, sp: ServicePortInfo, has_external_endpoints: bool) -> list[str]:
     ch = Chains.of(sp)
     spn = sp.port_name_string
     out = []
-    if not sp.external_policy_local:
-        out.append(rule(ch.ext, comment(f"masquerade traffic for {spn} external destinations"), ["-j", KUBE_MARK_MASQ]))
-    else:
-        if ctx.local_cidr:
-            # Pods reaching an external IP are treated as if they went out and came back.
-            out.append(
-                rule(ch.ext, comment(f"pod traffic for {spn} external destinations"), ["-s", ctx.local_cidr, "-j", ch.svc])
-            )
-        out.append(
-            rule(
-                ch.ext,
-                comment(f"masquerade LOCAL traffic for {spn} external destinations"),
-                ["-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ],
-            )
-        )
+    if sp.external_policy_local and ctx.local_cidr:
+        # Pods reaching an external IP are treated as if they went out and came back.
+        out.append(rule(ch.ext, comment(f"pod traffic for {spn} external destinations"), ["-s", ctx.local_cidr, "-j", ch.svc]))
+    out += _mod().external_masquerade_rules(ctx, sp)
+    if sp.external_policy_local:
         out.append(
             rule(
                 ch.ext,

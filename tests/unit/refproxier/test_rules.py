@@ -396,3 +396,40 @@ def test_monkeypatched_decision_functions_take_effect_in_render(monkeypatch):
     out = render(proxy_state(*objs), fake_config())
     assert "--probability 0.9000000000" in out
     assert "-s 10.180.0.1 -j KUBE-MARK-MASQ" not in out
+
+
+INJECTION_POINTS = {
+    # name: what the replacement returns
+    "compute_probability": "str",
+    "loadbalancing_rules": "list",
+    "affinity_rules": "list",
+    "affinity_set_args": "list",
+    "hairpin_masquerade_rule": "str",
+    "dnat_rule": "str",
+    "cluster_ip_masquerade_rule": "str",
+    "external_masquerade_rules": "list",
+    "external_destination_rules": "list",
+    "firewall_chain_rules": "list",
+    "nodeport_rules": "list",
+    "nodeports_jump_rules": "list",
+    "no_endpoints_rules": "list",
+    "no_local_endpoints_rules": "list",
+    "proxy_firewall_rules": "list",
+    "health_check_rule": "str",
+    "masquerade_rules": "list",
+    "forward_rules": "list",
+    "localnet_firewall_rules": "list",
+}
+
+
+@pytest.mark.parametrize("name", sorted(INJECTION_POINTS))
+def test_every_documented_injection_point_is_called_through_the_module(monkeypatch, name):
+    from tests.unit.refproxier.test_overall_rules import overall_objects
+
+    marker = f"FAULT-{name}"
+    if INJECTION_POINTS[name] == "str":
+        monkeypatch.setattr(iptables, name, lambda *a, **k: marker)
+    else:
+        monkeypatch.setattr(iptables, name, lambda *a, **k: [marker])
+    assert name in iptables.__doc__
+    assert marker in render(proxy_state(*overall_objects()), fake_config())
