@@ -118,6 +118,15 @@ def host_untouched() -> Iterator[None]:
     assert _host_rules() == before, "the root namespace's iptables rules changed"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reap_killed_runs() -> None:
+    """Delete namespaces a killed earlier run of this module left (their pid is gone)."""
+    for line in sh("ip", "netns", "list").stdout.splitlines():
+        m = re.match(r"(rpd-test-(\d+)-\d+)\b", line)
+        if m and not Path(f"/proc/{m.group(2)}").exists():
+            sh("ip", "netns", "del", m.group(1), check=False)
+
+
 @pytest.fixture
 def make_netns() -> Iterator[Callable[[], str]]:
     """Factory of fresh named namespaces with lo up; all deleted at teardown."""
