@@ -12,6 +12,12 @@ Addressing plan (IPv4 now; every address goes through ``ipaddress`` so IPv6 can 
   lan router (so locally generated traffic to a service IP gets past routing to the
   proxier's OUTPUT rules, as on a real node).
 
+Sysctls set in our namespaces (never the root's), each because the test bed differs from
+a real cluster: rp_filter=0 explicitly (new namespaces inherit the root's IPv4 values),
+send_redirects=0 on nodes (the lan router shares the clients' segment), and
+icmp_ratemask=0 on nodes and pods (one client stands in for many hosts, and the default
+ICMP rate limit would turn the 7th REJECT within a second into silence).
+
 Layout: the lan is a bridge ``br0`` in its own namespace ``<prefix>-lan0``; each node and
 client has ``eth0`` with its peer on that bridge. A separate namespace (rather than a
 bridge in a node) keeps every node symmetric and lets the lan be captured in one place.
@@ -441,6 +447,9 @@ class Topology:
         node.sysctl("net.ipv4.conf.all.send_redirects", 0)
         node.sysctl("net.ipv4.conf.default.send_redirects", 0)
         node.sysctl("net.ipv4.conf.eth0.send_redirects", 0)
+        # One client stands in for many hosts: with the default ICMP rate limit (burst 6,
+        # then 1/s per destination) the 7th REJECT in a second would look like a DROP.
+        node.sysctl("net.ipv4.icmp_ratemask", 0)
         with node.iproute() as ipr:
             ipr.route("add", dst="default", gateway=str(r.router))
             for other in self.nodes.values():
@@ -506,6 +515,7 @@ class Topology:
                 pod._worker = NetnsThread(ns)
                 sub.push(f"thread in {ns}", pod._worker.close)
             self._wire_pod(pod, n, pod_ip, sub)
+            pod.sysctl("net.ipv4.icmp_ratemask", 0)  # see _setup_node
             if self.echo is not None:
                 self.echo.add_pod(pod)
                 sub.push(f"echo for {name}", lambda: self.echo and self.echo.remove_pod(name))

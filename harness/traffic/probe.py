@@ -407,8 +407,10 @@ def probe(
     (forces sequential probes, closed with RST so the 4-tuple is free again);
     ``timeout``: per probe, default ``timing.positive_s``; ``parallel``: probes in flight
     (default min(count, 32)); ``close``: how a TCP probe ends after the greeting, "reset"
-    (default: no TIME_WAIT, so no source-port exhaustion in long statistical runs) or
-    "fin" (an orderly close, at most ~28k probes per destination per minute).
+    (default: no TIME_WAIT, so no source-port exhaustion in long statistical runs; the
+    kernel may hand a finished probe's port to a later one, and conntrack then starts a
+    fresh entry) or "fin" (an orderly close: no port repeats for a minute, at most ~28k
+    probes per destination per minute).
     """
     if close not in ("reset", "fin"):
         raise ValueError(f"close {close!r}: use 'reset' or 'fin'")
