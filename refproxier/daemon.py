@@ -22,6 +22,12 @@ Bad input never removes working rules: an unreadable state is logged and ignored
 current rules stay until the next generation), and problems in single objects are logged
 while the rest is applied. On SIGTERM/SIGINT the daemon exits 0 and leaves its rules in
 place, as kube-proxy does.
+
+API: :func:`run` (the daemon; exit status) and :func:`cleanup` (remove kube-proxy's rules),
+both called by ``refproxier.cli``; :class:`Daemon` (the loop, with injectable side effects),
+:class:`DefaultBackend` (how proxystate/iptables are driven), :func:`in_root_netns`.
+Helpers: :mod:`refproxier.netfilter_exec` (iptables binaries), :mod:`refproxier.conntrack`
+(UDP cleanup), :mod:`refproxier.healthcheck` (health check node port servers).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from refproxier import netfilter_exec
 from refproxier.config import ProxierConfig
@@ -47,6 +53,10 @@ from refproxier.conntrack import UdpServicePort, clean_stale_entries
 from refproxier.healthcheck import HealthCheckServers, HealthCheckTarget
 from refproxier.netfilter_exec import CANARY_CHAIN, Iptables
 from servicemodel import statedir
+
+if TYPE_CHECKING:
+    from refproxier.proxystate import ProxyState
+    from servicemodel.cluster import ClusterState
 
 log = logging.getLogger("refproxier.daemon")
 
@@ -67,7 +77,7 @@ class LoadedState:
     """One generation of the state directory."""
 
     generation: int | None
-    cluster: Any  # servicemodel.cluster.ClusterState
+    cluster: ClusterState
 
 
 class StateLoadError(Exception):
@@ -113,12 +123,12 @@ class DefaultBackend:
             raise StateLoadError(f"{path}: {type(e).__name__}: {e}") from None
         return LoadedState(generation, ClusterState.from_objects(objs, generation=generation))
 
-    def build(self, cluster: Any, config: ProxierConfig) -> Any:
+    def build(self, cluster: ClusterState, config: ProxierConfig) -> ProxyState:
         from refproxier.proxystate import build_proxy_state
 
         return build_proxy_state(cluster, config)
 
-    def changed(self, old: Any | None, new: Any) -> set[str] | None:
+    def changed(self, old: ProxyState | None, new: ProxyState) -> set[str] | None:
         # kube-proxy decides on the derived service/endpoint info, not on raw objects: an
         # edit that changes nothing a rule depends on (a label, a resourceVersion) is no
         # change.
@@ -127,7 +137,7 @@ class DefaultBackend:
         return changed_services(old, new)
 
     def render(
-        self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,
+        self, proxy_state: ProxyState, config: ProxierConfig, *, changed: set[str] | None,
         existing_nat_chains: frozenset[str],
     ) -> str:
         from refproxier import iptables
@@ -141,13 +151,13 @@ class DefaultBackend:
 
         return [_jump_rule_tuple(j) for j in iptables.jump_rules(config)]
 
-    def problems(self, proxy_state: Any) -> list[str]:
+    def problems(self, proxy_state: ProxyState) -> list[str]:
         return [str(p) for p in proxy_state.problems]
 
-    def udp_services(self, proxy_state: Any) -> set[str]:
+    def udp_services(self, proxy_state: ProxyState) -> set[str]:
         return {sp.service_key for sp in proxy_state.service_ports if sp.protocol == "UDP"}
 
-    def udp_ports(self, proxy_state: Any) -> list[UdpServicePort]:
+    def udp_ports(self, proxy_state: ProxyState) -> list[UdpServicePort]:
         return [
             UdpServicePort(
                 sp.port_name_string, tuple(sp.destination_ips), sp.port, sp.node_port,
@@ -156,7 +166,7 @@ class DefaultBackend:
             for sp in proxy_state.udp_service_ports()
         ]
 
-    def health_checks(self, proxy_state: Any) -> dict[int, HealthCheckTarget]:
+    def health_checks(self, proxy_state: ProxyState) -> dict[int, HealthCheckTarget]:
         return {
             hc.node_port: HealthCheckTarget(hc.namespace, hc.name, hc.local_endpoints)
             for hc in proxy_state.health_checks()
