@@ -662,7 +662,14 @@ def cleanup(config: ProxierConfig) -> int:
     status = 0
     for flavour in flavours:
         ipt = Iptables(flavour, config.ip_family)
-        saves = {t: ipt.save(t) for t in netfilter_exec.TABLES}
+        try:
+            saves = {t: ipt.save(t) for t in netfilter_exec.TABLES}
+        except OSError as e:
+            # auto: a flavour whose tools are not installed holds no rules of ours.
+            log.log(logging.INFO if config.iptables_mode == "auto" else logging.ERROR,
+                    "cleanup (%s): %s", flavour, e)
+            status = status if config.iptables_mode == "auto" else 1
+            continue
         text = netfilter_exec.cleanup_text(saves)
         if not text:
             continue
