@@ -176,7 +176,7 @@ def _check_gap_ids(state: _RunState, items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     attachments = item.stash.get(ATTACHMENTS, None)
-    if attachments and report.when in ("setup", "call"):
+    if attachments:
         report.sections.extend(attachments)
         attachments.clear()
     if (report.when == "call" and report.failed and not hasattr(report, "wasxfail")
