@@ -102,3 +102,48 @@ def test_pod_reaching_itself_through_its_service_is_masqueraded(cluster):
         f"hairpin: {pod.name} reached itself through {svc.cluster_ip} and saw its own address "
         f"{pod.ip}; the reply would bypass the node's conntrack (kubernetes#13375)"
     )
+
+
+MARK_FLOWS = [
+    # (flow class, where the probe starts, must the flow carry the mark?)
+    ("pod-to-clusterip", "pod", False),
+    ("node-to-clusterip", "node", True),
+    ("external-to-clusterip", "client", True),
+    ("external-to-nodeport", "client-nodeport", True),
+]
+
+
+@pytest.mark.behavior(
+    "service/masquerade/mark-on-exactly-masqueraded-flows",
+    must="The masquerade mark MUST be set on exactly the flows that are masqueraded, "
+         "observed before NAT at POSTROUTING.",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go",
+)
+@pytest.mark.requires("masquerade-mark")
+@pytest.mark.parametrize("flow,where,marked", MARK_FLOWS, ids=[f[0] for f in MARK_FLOWS])
+def test_masquerade_mark_is_set_on_exactly_the_masqueraded_flows(cluster, flow, where, marked):
+    from harness.netfilter import MarkObserver
+
+    gateway = cluster.nodes[0]  # the client's route to Services, and the pod source's node
+    endpoint = cluster.add_pod(gateway)
+    svc = cluster.create_service([endpoint], ports=[PortSpec(80, 8080, "TCP")], type="NodePort")
+    src, dst, port = {
+        "pod": (cluster.add_pod(gateway), svc.cluster_ip, 80),
+        "node": (gateway, svc.cluster_ip, 80),
+        "client": (cluster.client, svc.cluster_ip, 80),
+        "client-nodeport": (cluster.client, gateway.ip, svc.node_port()),
+    }[where]
+    count = 5
+
+    with MarkObserver(gateway.netns, daddr=endpoint.ip, dport=8080) as observer:
+        obs = probe(src, dst, port, "tcp", count=count)
+        n_marked, n_unmarked = observer.read()
+
+    v = reached_only(obs, {endpoint.name})
+    assert v.passed, v.explain()
+    expected = (count, 0) if marked else (0, count)
+    assert (n_marked, n_unmarked) == expected, (
+        f"{flow}: {n_marked} new flows carried the mark 0x4000 and {n_unmarked} did not, at "
+        f"{gateway.name}'s POSTROUTING before NAT; expected {expected[0]} marked, "
+        f"{expected[1]} unmarked. Endpoints saw sources {seen_sources(obs)}."
+    )

@@ -141,10 +141,9 @@ class ServiceHandle:
 class ClusterEnv:
     """Topology + echo server + proxiers + control plane for one pytest worker."""
 
-    def __init__(self, topology: Any, echo: Any, proxier: ProxierSpec, workdir: Path,
+    def __init__(self, topology: Any, proxier: ProxierSpec, workdir: Path,
                  timing: Any, iptables: str = "nft") -> None:
         self.topology = topology
-        self.echo = echo
         self.proxier_spec = proxier
         self.workdir = Path(workdir)
         self.timing = timing
@@ -236,14 +235,10 @@ class ClusterEnv:
             for pod in self.topology.pods.values():
                 counts[pod.node.name if hasattr(pod.node, "name") else pod.node] += 1
             node_name = min(counts, key=lambda n: (counts[n], n))
-        pod = self.topology.add_pod(name or f"pod{next(self._pod_names)}", node_name, ports=list(ports))
-        self.echo.add_pod(pod)
-        return pod
+        return self.topology.add_pod(name or f"pod{next(self._pod_names)}", node_name, ports=list(ports))
 
     def remove_pod(self, pod: Any) -> None:
-        name = pod if isinstance(pod, str) else pod.name
-        self.echo.remove_pod(name)
-        self.topology.remove_pod(name)
+        self.topology.remove_pod(pod if isinstance(pod, str) else pod.name)
 
     def slice_for(self, svc: ServiceHandle, endpoints: Iterable[Any]) -> SliceSpec:
         eps = []

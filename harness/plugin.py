@@ -216,8 +216,8 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
     node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
     _require_root()
     from harness.cluster import ClusterEnv
-    from harness.topology.netns import ClientSpec, NodeSpec, Topology, TopologySpec
-    from harness.traffic.echo import EchoServer
+    from harness.topology.netns import Topology
+    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 
     n_nodes = pytestconfig.getoption("nodes")
     n_clients = pytestconfig.getoption("clients")
@@ -230,14 +230,11 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
     )
     workdir = tmp_path_factory.mktemp("cluster")
     keep = pytestconfig.getoption("keep_on_failure")
-    topo = Topology(spec)
-    topo.__enter__()
+    topo = Topology(spec, timing=timing)
+    topo.start()
     env = None
-    echo = None
     try:
-        echo = EchoServer()
-        echo.start()
-        env = ClusterEnv(topo, echo, proxier_spec, workdir, timing,
+        env = ClusterEnv(topo, proxier_spec, workdir, timing,
                          iptables=pytestconfig.getoption("iptables"))
         pytestconfig.stash[_ENV] = env
         env.start()
@@ -249,9 +246,7 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
         else:
             if env is not None:
                 env.stop()
-            if echo is not None:
-                echo.stop()
-            topo.__exit__(None, None, None)
+            topo.close()
 
 
 _ENV = pytest.StashKey[Any]()
