@@ -20,7 +20,7 @@ as kube-proxy does, so that affinity sets keep their entries:
   rewritten;
 * ``changed={"ns/name", ...}`` (partial sync): only the chains of those services (and any
   chain whose content differs) are rewritten, set/map elements are added and deleted by
-  difference.
+  difference. When nothing differs the script is empty ("").
 
 Chains and affinity sets no longer needed are flushed and deleted in the same transaction
 (kube-proxy defers chain deletion by a second because kernels before 6.2 keep a chain
@@ -666,6 +666,8 @@ def render_nft(
     out += [f"flush chain {t} {c}" for c in stale]
     out += [f"delete chain {t} {c}" for c in stale]
     out += [f"delete set {t} {s}" for s in prev.affinity_sets if s not in cur.affinity_sets]
+    if len(out) == 1:
+        return ""  # nothing changed: kube-proxy runs an empty transaction
     return "\n".join(out) + "\n"
 
 
