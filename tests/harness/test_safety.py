@@ -217,7 +217,7 @@ def test_the_netlink_monitor_can_see_a_change() -> None:
         node = topo.nodes["n1"]
         mon = node.call(_rtnl_monitor)
         try:
-            node.run(["ip", "link", "add", "probe0", "type", "dummy"], check=True)
+            node.run(["ip", "link", "add", "probe0", "type", "bridge"], check=True)
             assert _drain(mon), "monitor saw nothing"
         finally:
             mon.close()
