@@ -6,7 +6,9 @@ endpoints) would keep black-holing the client's datagrams until the entry expire
 each UDP service port with at least one serving endpoint, every UDP entry whose original
 destination is one of the port's service addresses (clusterIP, LB IPs, externalIPs) with the
 service port, or whose original destination port is the NodePort, and whose reply source is
-not a serving endpoint, is deleted.
+not a serving endpoint, is deleted. Newer kube-proxy (v1.32+) compares the reply source as
+``ip:port`` (an endpoint whose target port changed is stale too); that is done when the
+service port carries ``serving_endpoints``, else the reply source IP alone is compared.
 
 Uses the ``conntrack`` tool (conntrack-tools): one listing of the UDP table, filtered here,
 then one ``conntrack -D`` per distinct (destination, port, stale reply source), which deletes
@@ -36,6 +38,8 @@ class UdpServicePort:
     port: int
     node_port: int = 0
     serving_endpoint_ips: frozenset[str] = field(default_factory=frozenset)
+    # "ip:port" ("[ip]:port" for IPv6); when given, the reply source port must match too
+    serving_endpoints: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -45,21 +49,26 @@ class Entry:
     orig_sport: int
     orig_dport: int
     reply_src: str
+    reply_sport: int = 0
 
 
 @dataclass(frozen=True)
 class Deletion:
-    """One ``conntrack -D`` call: orig dst (None = any) and port, and the stale reply src."""
+    """One ``conntrack -D`` call: orig dst (None = any) and port, and the stale reply src
+    (and its port, when endpoints are compared as ip:port)."""
 
     orig_dst: str | None
     orig_dport: int
     reply_src: str
+    reply_sport: int | None = None
 
     def argv(self, family: int) -> list[str]:
         argv = ["conntrack", "-D", "-f", "ipv4" if family == 4 else "ipv6", "-p", "udp"]
         if self.orig_dst is not None:
             argv += ["--orig-dst", self.orig_dst]
         argv += ["--orig-port-dst", str(self.orig_dport), "--reply-src", self.reply_src]
+        if self.reply_sport is not None:
+            argv += ["--reply-port-src", str(self.reply_sport)]
         return argv
 
 
@@ -75,7 +84,8 @@ def parse_entries(text: str) -> list[Entry]:
             {"src": srcs, "dst": dsts, "sport": sports, "dport": dports}.get(key, []).append(val)
         if len(srcs) < 2 or len(dsts) < 1 or not sports or not dports:
             continue
-        entries.append(Entry(srcs[0], dsts[0], int(sports[0]), int(dports[0]), srcs[1]))
+        reply_sport = int(sports[1]) if len(sports) > 1 else 0
+        entries.append(Entry(srcs[0], dsts[0], int(sports[0]), int(dports[0]), srcs[1], reply_sport))
     return entries
 
 
@@ -86,6 +96,12 @@ def _norm(ip: str) -> str:
         return ip
 
 
+def _split_endpoint(ep: str) -> tuple[str, int]:
+    """"10.0.0.1:53" / "[fd00::1]:53" -> (normalised ip, port)."""
+    host, _, port = ep.rpartition(":")
+    return _norm(host.strip("[]")), int(port)
+
+
 def stale_deletions(entries: Iterable[Entry], ports: Iterable[UdpServicePort]) -> list[Deletion]:
     """The deletions CleanStaleEntries would make. Pure; ports without serving endpoints are
     skipped (deleting their entries would only recreate them pointing at nothing)."""
@@ -93,19 +109,24 @@ def stale_deletions(entries: Iterable[Entry], ports: Iterable[UdpServicePort]) -
     out: list[Deletion] = []
     seen: set[Deletion] = set()
     for sp in ports:
-        serving = {_norm(ip) for ip in sp.serving_endpoint_ips}
+        by_port = bool(sp.serving_endpoints)
+        serving: set = (
+            {_split_endpoint(ep) for ep in sp.serving_endpoints} if by_port
+            else {_norm(ip) for ip in sp.serving_endpoint_ips}
+        )
         if not serving:
             continue
         addrs = {_norm(a) for a in sp.addresses}
         for e in entries:
             rsrc = _norm(e.reply_src)
-            if rsrc in serving:
+            if ((rsrc, e.reply_sport) if by_port else rsrc) in serving:
                 continue
+            rport = e.reply_sport if by_port else None
             d: Deletion | None = None
             if _norm(e.orig_dst) in addrs and e.orig_dport == sp.port:
-                d = Deletion(_norm(e.orig_dst), sp.port, rsrc)
+                d = Deletion(_norm(e.orig_dst), sp.port, rsrc, rport)
             elif sp.node_port and e.orig_dport == sp.node_port:
-                d = Deletion(None, sp.node_port, rsrc)
+                d = Deletion(None, sp.node_port, rsrc, rport)
             if d is not None and d not in seen:
                 seen.add(d)
                 out.append(d)
@@ -124,7 +145,7 @@ def clean_stale_entries(
 ) -> list[Deletion]:
     """Delete stale UDP conntrack entries in the current namespace; returns what was deleted.
     Raises RuntimeError if the table cannot be listed."""
-    ports = [p for p in ports if p.serving_endpoint_ips]
+    ports = [p for p in ports if p.serving_endpoint_ips or p.serving_endpoints]
     if not ports:
         return []
     fam = "ipv4" if family == 4 else "ipv6"

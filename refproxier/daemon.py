@@ -161,7 +161,7 @@ class DefaultBackend:
         return [
             UdpServicePort(
                 sp.port_name_string, tuple(sp.destination_ips), sp.port, sp.node_port,
-                frozenset(sp.serving_endpoint_ips),
+                frozenset(sp.serving_endpoint_ips), frozenset(sp.serving_endpoints),
             )
             for sp in proxy_state.udp_service_ports()
         ]
@@ -464,9 +464,10 @@ class Daemon:
             log.error("UDP conntrack cleanup after generation %s failed: %s", gen, e)
             return
         for d in deleted or ():
-            log.info("conntrack: deleted stale UDP entries to %s:%s with reply source %s",
+            rport = getattr(d, "reply_sport", None)
+            log.info("conntrack: deleted stale UDP entries to %s:%s with reply source %s%s",
                      getattr(d, "orig_dst", None) or "*", getattr(d, "orig_dport", "?"),
-                     getattr(d, "reply_src", "?"))
+                     getattr(d, "reply_src", "?"), "" if rport is None else f" port {rport}")
 
     def close(self) -> None:
         self.hc.close_all()

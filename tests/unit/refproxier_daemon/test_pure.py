@@ -75,7 +75,7 @@ ipv4     2 tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=10.96.0.10 sport=1 d
 def test_conntrack_parse_and_stale_selection():
     entries = parse_entries(CT_LIST)
     assert len(entries) == 4  # the TCP line is ignored
-    assert entries[1] == Entry("192.0.2.10", "10.96.0.10", 40001, 53, "10.96.0.10")
+    assert entries[1] == Entry("192.0.2.10", "10.96.0.10", 40001, 53, "10.96.0.10", 53)
     port = UdpServicePort("ns/dns:dns", ("10.96.0.10",), 53, 30053, frozenset({"10.244.1.5"}))
     assert stale_deletions(entries, [port]) == [
         # the entry created while there were no endpoints (reply src = the clusterIP itself)
@@ -85,6 +85,18 @@ def test_conntrack_parse_and_stale_selection():
     ]
     # no serving endpoints: nothing is deleted (the entries would only come back)
     assert stale_deletions(entries, [UdpServicePort("x", ("10.96.0.10",), 53)]) == []
+    # Compared as ip:port (kube-proxy v1.32+): the same pod on another target port is stale.
+    by_port = UdpServicePort("ns/dns:dns", ("10.96.0.10",), 53, 30053, frozenset({"10.244.1.5"}),
+                             frozenset({"10.244.1.5:5353"}))
+    assert stale_deletions(entries, [by_port]) == [
+        Deletion("10.96.0.10", 53, "10.244.1.5", 53),
+        Deletion("10.96.0.10", 53, "10.96.0.10", 53),
+        Deletion(None, 30053, "10.244.9.9", 53),
+    ]
+    assert Deletion("fd00::a", 53, "fd00:1::5", 53).argv(6)[-4:] == [
+        "--reply-src", "fd00:1::5", "--reply-port-src", "53"]
+    v6 = UdpServicePort("x", ("fd00::a",), 53, 0, frozenset({"fd00:1::5"}), frozenset({"[fd00:1::5]:53"}))
+    assert stale_deletions([Entry("fd00::9", "fd00::a", 1, 53, "fd00:1:0::5", 53)], [v6]) == []
     assert Deletion(None, 30053, "10.244.9.9").argv(4) == [
         "conntrack", "-D", "-f", "ipv4", "-p", "udp", "--orig-port-dst", "30053",
         "--reply-src", "10.244.9.9",
@@ -165,6 +177,7 @@ def test_default_backend_reads_udp_ports_health_checks_and_changes_from_proxy_st
     [udp] = b.udp_ports(ps)
     assert udp.addresses == ("10.96.0.10", "192.0.2.200") and udp.port == 53
     assert udp.node_port == 30053 and udp.serving_endpoint_ips == {"10.244.1.5", "10.244.2.5"}
+    assert udp.serving_endpoints == {"10.244.1.5:53", "10.244.2.5:53"}
     assert b.health_checks(ps) == {32000: HealthCheckTarget("ns1", "dns", 2)}
     assert b.changed(None, ps) is None
     # a label edit changes nothing kube-proxy derives: no service counts as changed
