@@ -19,7 +19,7 @@ A check's record: ``nodeid``, ``behavior``, ``must``, ``ref``, ``features`` (fea
 markers), ``grade`` (pass | fail | skip | xfail | informational), ``reason`` (why it was
 skipped or xfailed, or the known-gap link), ``outcome`` (pytest's word: passed, failed,
 skipped, xfail; kept for existing consumers), ``phase`` (the phase that decided the
-grade), ``duration`` (all phases, seconds), ``message``, ``evidence`` (title -> text:
+grade), ``duration`` (all phases, seconds), ``message``, ``summary`` (a failure's one line), ``evidence`` (title -> text:
 proxier logs, rules, packet traces), ``statistics`` (list of ``Verdict.to_dict()``),
 ``observations``, ``properties`` (other ``record_property`` values), ``known_gap``.
 
@@ -222,6 +222,8 @@ def _phase_info(report: pytest.TestReport) -> dict[str, Any]:
         "text": None if report.passed else _XDIST_HEADER.sub("", report.longreprtext, count=1),
         "duration": report.duration,
         "sections": list(report.sections),
+        # the one line pytest prints in its short summary ("AssertionError: 3 of 300 ...")
+        "crash": getattr(getattr(longrepr, "reprcrash", None), "message", None),
         "props": list(report.user_properties),
     }
 
@@ -315,6 +317,7 @@ def grade_record(nodeid: str, phases: dict[str, dict[str, Any]]) -> dict[str, An
         "phase": phase,
         "duration": round(sum(p["duration"] for p in (setup, call, teardown) if p), 4),
         "message": message[-8000:] if message else None,
+        "summary": _first_line((phases.get(phase) or {}).get("crash")) if grade == "fail" else None,
         "evidence": evidence,
         "captured": captured,
         "statistics": statistics,
@@ -322,6 +325,10 @@ def grade_record(nodeid: str, phases: dict[str, dict[str, Any]]) -> dict[str, An
         "known_gap": props.get("known_gap"),
         "properties": {k: v for k, v in props.items() if k not in _OWN_PROPS},
     }
+
+
+def _first_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[0][:300] if text and text.strip() else None
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, int]:

@@ -46,16 +46,16 @@ REPORT = """<!DOCTYPE html>
 
 <h2>Summary by feature</h2>
 <table><tr><th>feature</th>{% for g in grades %}<th>{{ g }}</th>{% endfor %}<th>total</th></tr>
-{% for f in features %}<tr><td><a href="#f-{{ f.name }}">{{ f.name }}</a>{% if f.doc %} <span class="meta">{{ f.doc }}</span>{% endif %}</td>
+{% for f in features %}<tr><td>{% if f.checks %}<a href="#f-{{ f.name }}">{{ f.name }}</a>{% else %}{{ f.name }}{% endif %}{% if f.doc %} <span class="meta">{{ f.doc }}</span>{% endif %}</td>
 {% for g in grades %}<td class="n">{% if f.counts[g] %}<span class="g g-{{ g }}">{{ f.counts[g] }}</span>{% else %}0{% endif %}</td>{% endfor %}
 <td class="n">{{ f.total }}</td></tr>
 {% endfor %}</table>
 
 {% if failures %}<h2>Failures</h2><ul>
-{% for c in failures %}<li><a href="#{{ c.anchor }}">{{ c.behavior or c.nodeid }}</a> <span class="meta">{{ c.nodeid }}</span></li>
+{% for c in failures %}<li><a href="#{{ c.anchor }}">{{ c.behavior or c.nodeid }}</a> <span class="meta">{{ c.nodeid }}</span>{% if c.summary %}<br><code>{{ c.summary }}</code>{% endif %}</li>
 {% endfor %}</ul>{% endif %}
 
-{% for f in features %}
+{% for f in features if f.checks %}
 <h2 id="f-{{ f.name }}">{{ f.name }}</h2>
 {% for c in f.checks %}
 <div class="check {{ c.grade }}" id="{{ c.anchor }}">
