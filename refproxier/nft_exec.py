@@ -1,0 +1,180 @@
+"""Running ``nft`` for the reference proxier's nftables mode, and its daemon parts.
+
+Everything the daemon (:mod:`refproxier.daemon`) needs to run kube-proxy's nftables mode
+instead of its iptables mode, behind the daemon's own interfaces, so the daemon's sync
+loop, retries, health checks and conntrack cleanup stay the same:
+
+:class:`Nft`
+    One family's ``kube-proxy`` table in the current network namespace: ``apply`` (one
+    ``nft -f -`` transaction), ``table_exists``, ``delete_table``, ``list_table``.
+:func:`daemon_parts(config) -> (ops, backend)`
+    Drop-in replacements for ``netfilter_exec.Iptables`` (the daemon's ``NetfilterOps``)
+    and ``daemon.DefaultBackend``. The backend renders with
+    :func:`refproxier.nftables.render_nft`, passing the last *successfully applied* proxy
+    state as ``previous`` (so syncs update the table in place and affinity sets keep their
+    entries); after a failed ``nft -f``, or when the table disappeared (someone ran
+    ``nft flush ruleset``: the analogue of a missing canary chain), the next sync replaces
+    the whole table.
+:func:`nftables_config(config)`
+    The config as nftables mode sees it (localhost NodePorts are never supported, so
+    the daemon must not set route_localnet for them).
+:func:`cleanup(config) -> int`
+    Delete the ``kube-proxy`` table (exit status 0, or 1 on failure).
+
+Hook-up in the daemon's ``run``/``cleanup`` (when ``config.proxy_mode == "nftables"``)::
+
+    config = nft_exec.nftables_config(config)
+    ops, backend = nft_exec.daemon_parts(config)
+    daemon = Daemon(config, state_dir, ipt=ops, backend=backend, refresh_config=refresh)
+    ...
+    return nft_exec.cleanup(config)          # in cleanup()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from refproxier.config import ProxierConfig
+
+# The daemon imports this module lazily (only in nftables mode), so this is no cycle.
+from refproxier.daemon import DefaultBackend
+from refproxier.netfilter_exec import RestoreResult
+from refproxier.nftables import TABLE, cleanup_script, render_nft
+
+log = logging.getLogger("refproxier.nft")
+
+_TIMEOUT = 120.0
+# nft reports errors as "/dev/stdin:12:5-9: Error: ..."
+_NFT_LINE = re.compile(r"^[^:\n]*:(\d+):\d+(?:-\d+)?: Error", re.MULTILINE)
+
+
+def failing_line(stderr: str, script: str) -> tuple[int | None, str | None]:
+    """The script line nft blamed first, with its text, or (None, None)."""
+    m = _NFT_LINE.search(stderr)
+    if not m:
+        return None, None
+    n = int(m.group(1))
+    lines = script.splitlines()
+    return n, (lines[n - 1] if 1 <= n <= len(lines) else None)
+
+
+class Nft:
+    """The ``kube-proxy`` table of one family in the current network namespace."""
+
+    def __init__(self, family: int, binary: str = "nft") -> None:
+        self.family = family
+        self.binary = binary
+        self.nft_family = "ip6" if family == 6 else "ip"
+
+    def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.binary, *args], input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
+
+    def apply(self, script: str) -> RestoreResult:
+        """Run ``script`` as one atomic transaction (``nft -f -``)."""
+        if not script:
+            return RestoreResult(True, 0, "")
+        try:
+            p = self._run(["-f", "-"], script)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return RestoreResult(False, -1, f"{self.binary}: {e}")
+        if p.returncode == 0:
+            return RestoreResult(True, 0, p.stderr)
+        n, text = failing_line(p.stderr, script)
+        return RestoreResult(False, p.returncode, p.stderr, n, text)
+
+    def table_exists(self) -> bool:
+        try:
+            return self._run(["list", "table", self.nft_family, TABLE, "-t"]).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def list_table(self) -> str:
+        p = self._run(["list", "table", self.nft_family, TABLE])
+        return p.stdout if p.returncode == 0 else ""
+
+    def delete_table(self) -> RestoreResult:
+        return self.apply(cleanup_script(self.family))
+
+
+@dataclass
+class _Applied:
+    """What the kernel's table reflects: the last applied proxy state (None: unknown)."""
+
+    state: Any = None
+    pending: Any = None
+
+
+class NftOps:
+    """The daemon's ``NetfilterOps`` for nftables. There are no built-in chains to jump
+    from and no canary chains: the table's presence plays the canary's part."""
+
+    flavour = "nftables"
+
+    def __init__(self, nft: Nft, applied: _Applied) -> None:
+        self.nft = nft
+        self.family = nft.family
+        self._applied = applied
+
+    def restore(self, text: str) -> RestoreResult:
+        res = self.nft.apply(text)
+        # On failure the transaction changed nothing, but the daemon will retry with a
+        # full sync; replacing the whole table is the one that cannot depend on the past.
+        self._applied.state = self._applied.pending if res.ok else None
+        return res
+
+    def chains(self, table: str) -> frozenset[str]:
+        return frozenset()
+
+    def chain_exists(self, table: str, chain: str) -> bool:
+        if self.nft.table_exists():
+            return True
+        self._applied.state = None
+        return False
+
+    def ensure_chain(self, table: str, chain: str) -> None:
+        return None
+
+    def ensure_rule_prepended(self, table: str, chain: str, args: list[str]) -> bool:
+        return False
+
+
+class NftBackend(DefaultBackend):
+    """``daemon.DefaultBackend`` rendering nft scripts instead of iptables-restore input."""
+
+    def __init__(self, applied: _Applied) -> None:
+        self._applied = applied
+
+    def render(
+        self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,
+        existing_nat_chains: frozenset[str] = frozenset(),
+    ) -> str:
+        self._applied.pending = proxy_state
+        return render_nft(proxy_state, config, changed=changed, previous=self._applied.state)
+
+    def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]:
+        return []
+
+
+def nftables_config(config: ProxierConfig) -> ProxierConfig:
+    return dataclasses.replace(config, localhost_nodeports=False, proxy_mode="nftables")
+
+
+def daemon_parts(config: ProxierConfig, binary: str = "nft") -> tuple[NftOps, NftBackend]:
+    applied = _Applied()
+    return NftOps(Nft(config.ip_family, binary), applied), NftBackend(applied)
+
+
+def cleanup(config: ProxierConfig, binary: str = "nft") -> int:
+    res = Nft(config.ip_family, binary).delete_table()
+    if res.ok:
+        log.info("cleanup: removed the %s %s table", "ip6" if config.ip_family == 6 else "ip", TABLE)
+        return 0
+    log.error("cleanup failed: %s", res.describe())
+    return 1
