@@ -17,7 +17,8 @@ pytestmark = pytest.mark.masquerade
 
 
 def node_addresses(cluster):
-    return {a for n in cluster.nodes for a in n.addresses}
+    """Every address a node may masquerade to: its lan address and its pod-network gateway."""
+    return {a for n in cluster.nodes for a in (*n.addresses, n.pod_gateway) if a}
 
 
 def seen_sources(obs):

@@ -61,6 +61,12 @@ class Timing:
         """A copy with ``scale`` multiplied by ``factor``."""
         return Timing(self.positive, self.silence, self.scale * factor, self.poll)
 
+    def wait_idle(self, seconds: float) -> None:
+        """Stay idle for ``seconds`` because idleness is the behaviour under test (an
+        affinity or conntrack timeout expiring). Not scaled: the timeout is the Service's.
+        Never use this to wait for something to happen; use ``wait_for``."""
+        time.sleep(seconds)
+
     def wait_for(
         self,
         condition: Callable[[], T],

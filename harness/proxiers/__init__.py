@@ -104,7 +104,9 @@ class ProxierSpec:
 
 REFERENCE_COMMAND = (
     "{python} -m refproxier run --state-dir {state_dir} --hostname-override {node} "
-    "--node-ip {node_ip} --cluster-cidr {cluster_cidr} --iptables {iptables}"
+    "--node-ip {node_ip} --cluster-cidr {cluster_cidr} --iptables {iptables} "
+    # The suite publishes many small changes; kube-proxy's 1 s rate limit only slows it.
+    "--min-sync-period 0"
 )
 
 
