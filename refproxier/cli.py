@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    refproxier render [flags] [--show-problems] FILE...   # print iptables-restore input; no root
+    refproxier render [flags] [--show-problems] FILE...   # print iptables-restore (or nft) input; no root
     refproxier run --state-dir DIR [flags]               # the daemon (refproxier.daemon.run)
     refproxier cleanup [flags]                           # remove rules (refproxier.daemon.cleanup)
 
@@ -58,8 +58,11 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--masquerade-bit", type=int, default=14, help="fwmark bit for SNAT (default 14)")
     g.add_argument("--ip-family", type=int, choices=(4, 6), default=None,
                    help="IP family to proxy (default: that of the first --node-ip, else 4)")
-    g.add_argument("--proxy-mode", choices=("iptables",), default="iptables",
-                   help="only iptables is implemented")
+    g.add_argument("--proxy-mode", choices=("iptables", "nftables"), default="iptables",
+                   help="iptables (default) or nftables")
+    g.add_argument("--service-cidr", action="append", metavar="CIDR[,CIDR]",
+                   help="service CIDRs (kube-proxy reads ServiceCIDR objects); nftables mode drops "
+                        "traffic to unallocated addresses in them")
     g.add_argument("--iptables", dest="iptables_mode", choices=("legacy", "nft", "auto"), default="auto",
                    help="iptables flavour (default: auto-detect)")
     g.add_argument("--sync-period", type=_duration, default=30.0, help="full resync period (default 30s)")
@@ -106,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> ProxierConfig:
 
     node_ips = _checked(args.node_ip, "--node-ip", ipaddress.ip_address, "an IP address")
     cidrs = _checked(args.cluster_cidr, "--cluster-cidr", _cidr, "a CIDR")
+    service_cidrs = _checked(args.service_cidr, "--service-cidr", _cidr, "a CIDR")
     npa = _comma_list(args.nodeport_addresses)
     if npa == ("primary",):
         # kube-proxy's special value: only the node's primary IP(s).
@@ -130,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> ProxierConfig:
         min_sync_period=args.min_sync_period,
         conntrack_tcp_be_liberal=args.conntrack_tcp_be_liberal,
         nfacct=args.nfacct,
+        service_cidrs=service_cidrs,
+        proxy_mode=args.proxy_mode,
     )
 
 
@@ -160,7 +166,12 @@ def _render(args: argparse.Namespace, config: ProxierConfig) -> int:
     if args.show_problems:
         for p in state.problems:
             print(f"problem: {p}", file=sys.stderr)
-    sys.stdout.write(iptables.render(state, config))
+    if config.proxy_mode == "nftables":
+        from refproxier import nftables
+
+        sys.stdout.write(nftables.render_nft(state, config))
+    else:
+        sys.stdout.write(iptables.render(state, config))
     return 0
 
 

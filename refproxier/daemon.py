@@ -622,8 +622,18 @@ def run(config: ProxierConfig, state_dir: str) -> int:
         print("refproxier: refusing to run in the root network namespace; start it inside a "
               "node namespace (ip netns exec <ns> ...)", file=sys.stderr)
         return 2
-    flavour = _resolve_flavour(config)
-    ipt = Iptables(flavour, config.ip_family)
+    backend: Backend | None = None
+    ipt: NetfilterOps
+    if config.proxy_mode == "nftables":
+        # Same loop, other applier: refproxier.nft_exec (imported here: it imports us).
+        from refproxier import nft_exec
+
+        config = nft_exec.nftables_config(config)
+        flavour = "nftables"
+        ipt, backend = nft_exec.daemon_parts(config)
+    else:
+        flavour = _resolve_flavour(config)
+        ipt = Iptables(flavour, config.ip_family)
     try:
         config = set_sysctls(config)
     except OSError as e:
@@ -631,7 +641,7 @@ def run(config: ProxierConfig, state_dir: str) -> int:
     refresh = _refresh_local_addresses if config.nodeport_addresses else None
     if refresh is not None:
         config = refresh(config)
-    daemon = Daemon(config, state_dir, ipt=ipt, refresh_config=refresh)
+    daemon = Daemon(config, state_dir, ipt=ipt, backend=backend, refresh_config=refresh)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
@@ -659,6 +669,10 @@ def cleanup(config: ProxierConfig) -> int:
     if in_root_netns():
         print("refproxier: refusing to clean up the root network namespace", file=sys.stderr)
         return 2
+    if config.proxy_mode == "nftables":
+        from refproxier import nft_exec
+
+        return nft_exec.cleanup(config)
     flavours = [config.iptables_mode] if config.iptables_mode in ("legacy", "nft") else ["legacy", "nft"]
     status = 0
     for flavour in flavours:
