@@ -1,0 +1,226 @@
+"""The nftables renderer and daemon mode against the real ``nft`` in throwaway network
+namespaces (root only).
+
+Every namespace is named ``nft-test-<pid>-<n>`` and deleted by the fixture; nothing is
+created in, or read from, the root namespace except a check that it still has no
+``kube-proxy`` table afterwards. The topology for traffic is two namespaces joined by a
+veth pair: the "node" (192.0.2.1, where the rules live and the client runs) and the "pod"
+(192.0.2.2, running a TCP server that answers with its name).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from lightkube.codecs import from_dict
+
+from refproxier.config import ProxierConfig
+from refproxier.nftables import render_nft
+from refproxier.proxystate import build_proxy_state, changed_services
+from servicemodel.cluster import ClusterState
+from servicemodel.statedir import read_applied, write_state
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+
+PY = sys.executable
+_counter = itertools.count()
+NODE_IP, POD_IP, POD2_IP = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+
+SERVER = r"""
+import socket, sys
+name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port)); s.listen(16); print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(f"{name} {peer[0]}\n".encode()); c.close()
+"""
+
+CLIENT = r"""
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.0)
+    print(c.recv(100).decode().strip())
+except ConnectionRefusedError:
+    print("REFUSED")
+except (TimeoutError, socket.timeout):
+    print("TIMEOUT")
+except OSError as e:
+    print(f"ERROR {e.errno}")
+"""
+
+
+def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p
+
+
+def root_has_kube_proxy_table() -> bool:
+    return sh("nft", "list", "table", "ip", "kube-proxy", check=False).returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def root_untouched() -> Iterator[None]:
+    before = root_has_kube_proxy_table()
+    yield
+    assert root_has_kube_proxy_table() == before
+
+
+@pytest.fixture
+def netns() -> Iterator[Callable[[], str]]:
+    made: list[str] = []
+    procs: list[subprocess.Popen] = []
+
+    def make() -> str:
+        name = f"nft-test-{os.getpid()}-{next(_counter)}"
+        sh("ip", "netns", "add", name)
+        made.append(name)
+        sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        return name
+
+    make.procs = procs  # type: ignore[attr-defined]
+    yield make
+    for p in procs:
+        p.kill()
+        p.wait(timeout=10)
+    for name in made:
+        sh("ip", "netns", "del", name, check=False)
+
+
+def ns(name: str, *argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", name, *argv, check=check, input=input)
+
+
+def topology(make: Callable[[], str]) -> tuple[str, str]:
+    """node <-veth-> pod; the pod answers on POD_IP and POD2_IP port 8080."""
+    node, pod = make(), make()
+    sh("ip", "link", "add", "nftn0", "netns", node, "type", "veth", "peer", "name", "nftp0", "netns", pod)
+    ns(node, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "nftn0")
+    ns(node, "ip", "link", "set", "nftn0", "up")
+    # Locally generated traffic needs a route before nat-output can DNAT it.
+    ns(node, "ip", "route", "add", "10.96.0.0/16", "dev", "nftn0")
+    ns(pod, "ip", "addr", "add", f"{POD_IP}/24", "dev", "nftp0")
+    ns(pod, "ip", "addr", "add", f"{POD2_IP}/24", "dev", "nftp0")
+    ns(pod, "ip", "link", "set", "nftp0", "up")
+    for name, ip in (("pod-a", POD_IP), ("pod-b", POD2_IP)):
+        p = subprocess.Popen(["ip", "netns", "exec", pod, PY, "-c", SERVER, name, ip, "8080"],
+                             stdout=subprocess.PIPE, text=True)
+        make.procs.append(p)  # type: ignore[attr-defined]
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return node, pod
+
+
+def connect(node: str, ip: str, port: int) -> str:
+    return ns(node, PY, "-c", CLIENT, ip, str(port)).stdout.strip()
+
+
+def objs(endpoints: list[str], *, extra: list[dict] | None = None) -> ClusterState:
+    items = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                                                       "targetPort": 8080}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+         "addressType": "IPv4", "endpoints": [{"addresses": [ip]} for ip in endpoints],
+         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty", "namespace": "default"},
+         "spec": {"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
+        *(extra or []),
+    ]
+    return ClusterState.from_objects([from_dict(o) for o in items])
+
+
+CFG = ProxierConfig(hostname="node1", node_ips=(NODE_IP,), service_cidrs=("10.96.0.0/16",),
+                    proxy_mode="nftables", localhost_nodeports=False)
+
+
+def test_rendered_ruleset_loads_and_lists(netns):
+    node = netns()
+    from tests.unit.refproxier.builders import proxy_state
+    from tests.unit.refproxier.test_overall_rules import overall_objects
+    from tests.unit.refproxier_nft.builders import nft_config
+
+    cfg = nft_config()
+    state = proxy_state(*overall_objects(), config=cfg)
+    ns(node, "nft", "-f", "-", input=render_nft(state, cfg))
+    ns(node, "nft", "-f", "-", input=render_nft(state, cfg))  # a second full sync replaces
+    listing = ns(node, "nft", "list", "table", "ip", "kube-proxy").stdout
+    assert "chain service-HVFWP5L3-ns5/svc5/tcp/p80" in listing
+    assert "numgen random mod 2 vmap" in listing
+    assert "set affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80" in listing
+    assert "hook output priority dstnat + 10" in listing or "priority -90" in listing
+
+
+def test_cluster_ip_traffic_and_incremental_updates(netns):
+    node, _pod = topology(netns)
+    s1 = build_proxy_state(objs([POD_IP]), CFG)
+    ns(node, "nft", "-f", "-", input=render_nft(s1, CFG))
+    assert connect(node, "10.96.0.10", 80) == f"pod-a {NODE_IP}"
+    assert connect(node, "10.96.0.10", 81) == "REFUSED"  # unknown port of a ClusterIP
+    assert connect(node, "10.96.0.99", 80) == "TIMEOUT"  # unallocated ClusterIP: dropped
+    assert connect(node, "10.96.0.11", 80) == "REFUSED"  # no endpoints: rejected
+
+    # A partial sync moves the service to the other endpoint, in place.
+    s2 = build_proxy_state(objs([POD2_IP]), CFG)
+    script = render_nft(s2, CFG, changed=changed_services(s1, s2), previous=s1)
+    assert "delete table" not in script
+    ns(node, "nft", "-f", "-", input=script)
+    assert connect(node, "10.96.0.10", 80) == f"pod-b {NODE_IP}"
+
+    # Two endpoints: numgen spreads new connections over both.
+    s3 = build_proxy_state(objs([POD_IP, POD2_IP]), CFG)
+    ns(node, "nft", "-f", "-", input=render_nft(s3, CFG, changed=None, previous=s2))
+    seen = {connect(node, "10.96.0.10", 80).split()[0] for _ in range(30)}
+    assert seen == {"pod-a", "pod-b"}
+
+
+def test_daemon_in_nftables_mode(netns, tmp_path: Path):
+    node, _pod = topology(netns)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    items = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                                                       "targetPort": 8080}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+         "addressType": "IPv4", "endpoints": [{"addresses": [POD_IP]}],
+         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
+    ]
+    write_state(state_dir, items, 1)
+    log = tmp_path / "daemon.log"
+    argv = ["ip", "netns", "exec", node, PY, "-m", "refproxier", "run", "--proxy-mode", "nftables",
+            "--hostname-override", "node1", "--node-ip", NODE_IP, "--service-cidr", "10.96.0.0/16",
+            "--state-dir", str(state_dir), "--min-sync-period", "0.1"]
+    with log.open("w") as f:
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+    netns.procs.append(p)
+
+    def wait_gen(gen: int) -> None:
+        deadline = time.monotonic() + 20
+        while read_applied(state_dir, "node1") != gen:
+            assert p.poll() is None, f"daemon exited {p.returncode}\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"generation {gen} not applied\n{log.read_text()}"
+            time.sleep(0.05)
+
+    wait_gen(1)
+    assert connect(node, "10.96.0.10", 80) == f"pod-a {NODE_IP}"
+    items[1]["endpoints"] = [{"addresses": [POD2_IP]}]
+    write_state(state_dir, items, 2)
+    wait_gen(2)
+    assert connect(node, "10.96.0.10", 80) == f"pod-b {NODE_IP}"
+    p.terminate()
+    assert p.wait(timeout=10) == 0
+    # Rules stay after SIGTERM (as kube-proxy); cleanup removes the table.
+    assert ns(node, "nft", "list", "table", "ip", "kube-proxy", check=False).returncode == 0
+    ns(node, PY, "-m", "refproxier", "cleanup", "--proxy-mode", "nftables", "--hostname-override", "node1")
+    assert ns(node, "nft", "list", "table", "ip", "kube-proxy", check=False).returncode != 0
