@@ -113,6 +113,30 @@ def _env() -> jinja2.Environment:
                               trim_blocks=False, lstrip_blocks=False)
 
 
+def _rank(grade: str) -> int:
+    return _PRECEDENCE.index(grade) if grade in _PRECEDENCE else 0
+
+
+def _behaviors(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A feature's checks grouped by behaviour id (one MUST, many parametrisations), the
+    worst news first."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in checks:
+        groups.setdefault(c.get("behavior") or str(c.get("nodeid", "?")).split("[")[0], []).append(c)
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda c: (_rank(c["grade"]), str(c.get("nodeid"))))
+        first = members[0]
+        out.append({
+            "key": key, "behavior": first.get("behavior"), "must": first.get("must"),
+            "ref": first.get("ref"), "grade": aggregate([c["grade"] for c in members]),
+            "counts": {g: n for g, n in summarize(members).items() if n},
+            "checks": members,
+        })
+    out.sort(key=lambda b: (_rank(b["grade"]), str(b["key"])))
+    return out
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The HTML report for a loaded ``report.json``."""
     from harness.plugin import FEATURE_MARKERS
@@ -121,6 +145,7 @@ def render_html(report: dict[str, Any]) -> str:
     for c in report.get("checks", []):
         c = dict(c)
         c["anchor"] = _anchor(str(c.get("nodeid", "")))
+        c["name"] = str(c.get("nodeid", "?")).rsplit("::", 1)[-1]
         c["features"] = list(c.get("features") or []) or ["other"]
         c["evidence"] = c.get("evidence") or {}
         c["captured"] = c.get("captured") or {}
@@ -140,9 +165,7 @@ def render_html(report: dict[str, Any]) -> str:
         features.append({
             "name": name, "doc": FEATURE_MARKERS.get(name, ""),
             "counts": summarize(mine), "total": len(mine),
-            "checks": sorted((c for c in mine if c["features"][0] == name),
-                             key=lambda c: (_PRECEDENCE.index(c["grade"]) if c["grade"] in _PRECEDENCE else 9,
-                                            str(c.get("behavior")), str(c.get("nodeid")))),
+            "behaviors": _behaviors([c for c in mine if c["features"][0] == name]),
         })
     return _env().from_string(templates.REPORT).render(
         report=report, env=report.get("environment") or {}, checks=checks, features=features,

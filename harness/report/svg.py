@@ -66,7 +66,7 @@ def distribution_svg(stats: dict[str, Any], width: int = 640) -> Markup:
     rows = distribution_rows(stats)
     if not rows:
         return Markup("")
-    label_w, value_w, row_h, top = 190, 70, 22, 24
+    label_w, value_w, row_h, top = 170, 110, 22, 24
     plot_w = width - label_w - value_w
     vmax = max(max(r["observed"], r["hi"] or 0.0, r["expected"] or 0.0) for r in rows) * 1.05 or 1.0
     height = top + row_h * len(rows) + 30
@@ -78,8 +78,8 @@ def distribution_svg(stats: dict[str, Any], width: int = 640) -> Markup:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="observed vs expected per endpoint">',
-        f'<text x="{label_w}" y="14" class="ax">observed connections per endpoint '
-        f'(tick: expected; band: 1-{alpha:g} acceptance)</text>',
+        f'<text x="4" y="14" class="ax">observed connections per endpoint '
+        f'(tick: expected; shaded: a correct proxier&#39;s range, 1-{alpha:g})</text>',
     ]
     for i, r in enumerate(rows):
         y = top + i * row_h

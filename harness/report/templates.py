@@ -13,6 +13,8 @@ th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .check{border:1px solid #d0d7de;border-radius:4px;margin:.35em 0;padding:.35em .6em}
 .check.fail{border-left:5px solid #cf222e}.check.xfail{border-left:5px solid #d4a72c}
 .check.informational{border-left:5px solid #54aeff}
+.row{margin:.25em 0 .25em .8em;padding-top:.2em;border-top:1px dotted #d0d7de}
+.row .g{min-width:5.5em;font-size:.75em}.name{font-family:ui-monospace,monospace;font-size:.85em}
 .bid{font-family:ui-monospace,monospace;font-weight:600}.must{margin:.15em 0}
 .meta{color:#57606a;font-size:.85em}.reason{color:#57606a;margin:.15em 0}
 pre{background:#f6f8fa;border:1px solid #d0d7de;padding:.5em;overflow:auto;max-height:28em;font-size:12px;margin:.3em 0}
@@ -46,8 +48,8 @@ REPORT = """<!DOCTYPE html>
 
 <h2>Summary by feature</h2>
 <table><tr><th>feature</th>{% for g in grades %}<th>{{ g }}</th>{% endfor %}<th>total</th></tr>
-{% for f in features %}<tr><td>{% if f.checks %}<a href="#f-{{ f.name }}">{{ f.name }}</a>{% else %}{{ f.name }}{% endif %}{% if f.doc %} <span class="meta">{{ f.doc }}</span>{% endif %}</td>
-{% for g in grades %}<td class="n">{% if f.counts[g] %}<span class="g g-{{ g }}">{{ f.counts[g] }}</span>{% else %}0{% endif %}</td>{% endfor %}
+{% for f in features %}<tr><td>{% if f.behaviors %}<a href="#f-{{ f.name }}">{{ f.name }}</a>{% else %}{{ f.name }}{% endif %}{% if f.doc %} <span class="meta">{{ f.doc }}</span>{% endif %}</td>
+{% for g in grades %}<td class="n">{% if f.counts[g] %}<span class="g g-{{ g }}">{{ f.counts[g] }}</span>{% else %}<span class="meta">0</span>{% endif %}</td>{% endfor %}
 <td class="n">{{ f.total }}</td></tr>
 {% endfor %}</table>
 
@@ -55,23 +57,27 @@ REPORT = """<!DOCTYPE html>
 {% for c in failures %}<li><a href="#{{ c.anchor }}">{{ c.behavior or c.nodeid }}</a> <span class="meta">{{ c.nodeid }}</span>{% if c.summary %}<br><code>{{ c.summary }}</code>{% endif %}</li>
 {% endfor %}</ul>{% endif %}
 
-{% for f in features if f.checks %}
+{% for f in features if f.behaviors %}
 <h2 id="f-{{ f.name }}">{{ f.name }}</h2>
-{% for c in f.checks %}
-<div class="check {{ c.grade }}" id="{{ c.anchor }}">
-<div><span class="g g-{{ c.grade }}">{{ c.grade }}</span>
- <span class="bid">{% if c.ref %}<a href="{{ c.ref }}">{{ c.behavior or "(no behaviour id)" }}</a>{% else %}{{ c.behavior or "(no behaviour id)" }}{% endif %}</span>
+{% for b in f.behaviors %}
+<div class="check {{ b.grade }}">
+<div><span class="g g-{{ b.grade }}">{{ b.grade }}</span>
+ <span class="bid">{% if b.ref %}<a href="{{ b.ref }}">{{ b.behavior or b.key }}</a>{% else %}{{ b.behavior or b.key }}{% endif %}</span>
+ <span class="meta">{% for g, n in b.counts.items() %}{{ n }} {{ g }}{% if not loop.last %}, {% endif %}{% endfor %}</span></div>
+{% if b.must %}<div class="must">{{ b.must }}</div>{% endif %}
+{% for c in b.checks %}
+<div class="row" id="{{ c.anchor }}"><span class="g g-{{ c.grade }}">{{ c.grade }}</span>
+ <span class="name" title="{{ c.nodeid }}">{{ c.name }}</span>
  {% for t in c.features[1:] %}<span class="tag">{{ t }}</span>{% endfor %}
- <span class="meta">{{ "%.2f"|format(c.duration or 0) }} s</span></div>
-{% if c.must %}<div class="must">{{ c.must }}</div>{% endif %}
-<div class="meta">{{ c.nodeid }}{% if c.phase and c.phase != "call" %} (decided in {{ c.phase }}){% endif %}</div>
-{% if c.reason %}<div class="reason">{{ c.grade }}: {{ c.reason }}
+ <span class="meta">{{ "%.2f"|format(c.duration or 0) }} s{% if c.phase and c.phase != "call" %} &middot; decided in {{ c.phase }}{% endif %}</span>
+{% if c.reason %}<div class="reason">{{ c.reason }}
  {% if c.known_gap and c.known_gap.link %}(<a href="{{ c.known_gap.link }}">link</a>){% endif %}</div>{% endif %}
+{% if c.grade == "fail" and c.summary %}<div class="reason"><code>{{ c.summary }}</code></div>{% endif %}
 {% for s in c.stats %}
 <details{% if c.grade in ("fail", "informational") %} open{% endif %}><summary>statistics{% if s.check %}: {{ s.check }}{% endif %}</summary>
 {{ s.svg }}
 {% if s.fields %}<table>{% for k, v in s.fields %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
-{% if s.probes %}<details><summary>probes ({{ s.probes|length }}{% if s.probes_total > s.probes|length %} of {{ s.probes_total }}{% endif %})</summary><pre>{{ s.probes|join("\\n") }}</pre></details>{% endif %}
+{% if s.probes %}<details><summary>probes ({{ s.probes|length }}{% if s.probes_total > s.probes|length %} of {{ s.probes_total }}{% endif %})</summary><pre>{{ s.probes|join("\n") }}</pre></details>{% endif %}
 </details>
 {% endfor %}
 {% if c.message or c.evidence or c.captured or c.observations %}
@@ -84,6 +90,8 @@ REPORT = """<!DOCTYPE html>
 {% endfor %}
 </details>
 {% endif %}
+</div>
+{% endfor %}
 </div>
 {% endfor %}
 {% endfor %}
