@@ -154,7 +154,7 @@ def _include_unready() -> None:
     _wrap("service_port_rules", make)
 
 
-FAULTS: dict[str, Fault] = {f.name: f for f in [
+CORE_FAULTS: list[Fault] = [
     Fault("probability-1-over-n", "every statistic rule uses 1/n instead of 1/(n-i)",
           _probability_one_over_n, ("service/loadbalancing/uniform-over-endpoints",)),
     Fault("probability-coarse", "probabilities printed with one decimal",
@@ -194,4 +194,29 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("include-unready", "endpoints that are not ready are used too",
           _include_unready, ("service/clusterip/dnat/ready-endpoints-only",
                              "service/no-endpoints/clusterip-refused-icmp")),
-]}
+]
+
+# Faults for other feature areas live in sibling modules (tests/faulty/faults_*.py), each
+# defining ``FAULTS_LIST``; they are gathered here so the self-test sees one registry.
+EXTENSION_MODULES = ("faults_external", "faults_dataplane", "faults_nftables", "faults_scenarios")
+
+
+def _gather() -> dict[str, Fault]:
+    import importlib
+
+    out = {f.name: f for f in CORE_FAULTS}
+    for mod in EXTENSION_MODULES:
+        try:
+            extra = importlib.import_module(f"tests.faulty.{mod}").FAULTS_LIST
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tests.faulty.{mod}":
+                raise
+            continue
+        for f in extra:
+            if f.name in out:
+                raise ValueError(f"fault {f.name!r} defined twice (tests/faulty/{mod}.py)")
+            out[f.name] = f
+    return out
+
+
+FAULTS: dict[str, Fault] = _gather()
