@@ -22,6 +22,12 @@ class Fault:
     apply: Callable[[], None]
     # Behaviour ids (harness plugin's ``behavior`` marker) that must fail against it.
     caught_by: tuple[str, ...]
+    # Extra ``refproxier run`` arguments (e.g. ``--proxy-mode nftables``) and, when not
+    # None, the capabilities to declare instead of kube-proxy iptables mode's.
+    proxier_args: tuple[str, ...] = ()
+    capabilities: str | None = None
+    # Extra conformance pytest arguments (e.g. ``--pod-network=bridge``).
+    pytest_args: tuple[str, ...] = ()
 
 
 def _wrap(name: str, make: Callable[[Callable], Callable]) -> None:

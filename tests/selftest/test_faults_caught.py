@@ -49,11 +49,12 @@ def test_fault_is_caught_by_its_checks(fault, tmp_path):
     f = FAULTS[fault]
     command = (f"{{python}} -m tests.faulty {fault} run --state-dir {{state_dir}} "
                "--hostname-override {node} --node-ip {node_ip} --cluster-cidr {cluster_cidr} "
-               "--iptables {iptables}")
+               "--iptables {iptables} --min-sync-period 0 " + " ".join(f.proxier_args))
     selection = [f"--behavior={b}" for b in f.caught_by]
     code, report, output = run_conformance(
-        tmp_path, f"--proxier-cmd={command}", f"--proxier-capabilities={CAPABILITIES}",
-        f"--proxier=faulty-{fault}", *selection)
+        tmp_path, f"--proxier-cmd={command}",
+        f"--proxier-capabilities={f.capabilities if f.capabilities is not None else CAPABILITIES}",
+        f"--proxier=faulty-{fault}", *f.pytest_args, *selection)
 
     seen = outcomes_by_behavior(report)
     missed = [b for b in f.caught_by if "failed" not in seen.get(b, set())]
