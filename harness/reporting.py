@@ -240,11 +240,17 @@ class _Recorder:
         state = self.config.stash[_STATE]
         phases = state.pending.setdefault(report.nodeid, {})
         phases[report.when] = _phase_info(report)
-        if report.when == "teardown":
-            record = grade_record(report.nodeid, state.pending.pop(report.nodeid))
-            state.records.append(record)
-            if state.jsonl is not None:
-                state.jsonl.write(json.dumps(record, default=str) + "\n")
+        # teardown ends a check; xdist reports a crashed worker's test once, as "???"
+        if report.when not in ("setup", "call"):
+            finish(state, report.nodeid)
+
+
+def finish(state: _RunState, nodeid: str) -> None:
+    """Grade a check from the phases seen so far, keep it and write its JSON line."""
+    record = grade_record(nodeid, state.pending.pop(nodeid))
+    state.records.append(record)
+    if state.jsonl is not None:
+        state.jsonl.write(json.dumps(record, default=str) + "\n")
 
 
 def grade_record(nodeid: str, phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -266,7 +272,8 @@ def grade_record(nodeid: str, phases: dict[str, dict[str, Any]]) -> dict[str, An
     # The deciding phase: a setup that did not pass decides; else the call; a failing
     # teardown turns a passing check into a failure (something was left broken).
     decider = setup if setup and setup["outcome"] != "passed" else (call or setup or teardown)
-    assert decider is not None
+    # xdist's "???" report: the worker crashed while running the check; that decides.
+    decider = phases.get("???") or decider or next(iter(phases.values()))
     reason = None
     message = decider["text"]
     outcome = "xfail" if decider["wasxfail"] is not None and decider["outcome"] == "skipped" \
@@ -346,6 +353,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash.get(_STATE, None)
     if state is None or state.report_dir is None:
         return
+    for nodeid in list(state.pending):
+        # Started but never torn down (interrupted): record what is known.
+        finish(state, nodeid)
     if state.jsonl is not None:
         state.jsonl.close()
         state.jsonl = None

@@ -121,6 +121,11 @@ def test_grade_xfail_and_setup_error_and_teardown_error() -> None:
     assert (t["grade"], t["phase"]) == ("fail", "teardown") and "left a netns" in t["message"]
 
 
+def test_grade_crashed_worker_report() -> None:
+    rec = grade_record("t::a", {"???": phase("???", "failed", text="worker 'gw0' crashed")})
+    assert (rec["grade"], rec["phase"]) == ("fail", "???") and "crashed" in rec["message"]
+
+
 def test_grade_informational_carries_its_message_and_evidence() -> None:
     rec = grade_record("t::a", {"call": phase("call", props=[
         ("informational", True), ("informational_message", "would fail: p99 high")],
@@ -355,10 +360,11 @@ def test_gap():
 '''
 
 
-def run_child(tmp_path: Path, *args: str) -> tuple[int, str]:
+def run_child(tmp_path: Path, *args: str, tests: dict[str, str] | None = None) -> tuple[int, str]:
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    (tmp_path / "test_child.py").write_text(CHILD_TESTS)
+    for name, text in (tests or {"test_child.py": CHILD_TESTS}).items():
+        (tmp_path / name).write_text(text)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                            f"--report-dir={tmp_path / 'out'}", *args], cwd=tmp_path, env=env,
@@ -407,3 +413,31 @@ def test_unknown_known_gap_id_is_a_usage_error(tmp_path: Path) -> None:
     code, out = run_child(tmp_path, "--known-gaps=gaps.yaml", "-k", "test_skip")
     assert code == 4, out  # pytest's usage error
     assert "gaps.yaml:3" in out and "'t/no/such-id' is not the behaviour id of any check" in out
+
+
+KILLER = """
+import os, signal
+
+def test_first():
+    pass
+
+def test_kill():
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_killed_run_leaves_partial_results(tmp_path: Path) -> None:
+    code, out = run_child(tmp_path, "test_killer.py", tests={"test_killer.py": KILLER})
+    assert code == -9, out
+    report = load_report(tmp_path / "out" / "report.json")
+    assert report["complete"] is False
+    assert [c["nodeid"] for c in report["checks"]] == ["test_killer.py::test_first"]
+    assert "did not finish" in render_html(report)
+
+
+def test_crashed_xdist_worker_is_a_failed_check(tmp_path: Path) -> None:
+    code, out = run_child(tmp_path, "test_killer.py", "-n", "1", tests={"test_killer.py": KILLER})
+    assert code == 1, out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    grades = {c["nodeid"]: c["grade"] for c in report["checks"]}
+    assert grades == {"test_killer.py::test_first": "pass", "test_killer.py::test_kill": "fail"}
