@@ -18,13 +18,17 @@ exits, and its pid is in the run registry so a reaper kills it after a SIGKILL t
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
+import select
 import selectors
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,26 +54,42 @@ class _Conn:
     out: bytearray = field(default_factory=bytearray)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    # a local copy of harness.topology.nsutil.setns_fd: importing that module here would
+    # pull concurrent.futures and subprocess into every start-up of the server
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
 class _Server:
-    def __init__(self) -> None:
+    """The selectors loop; control lines arrive on ``ctl_in``, answers go to ``ctl_out``."""
+
+    def __init__(self, ctl_in: int, ctl_out: int) -> None:
         self.sel = selectors.DefaultSelector()
         self.listeners: dict[str, list[socket.socket]] = {}
         self.conns: dict[str, list[_Conn]] = {}
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.ctl_in, self.ctl_out = ctl_in, ctl_out
         self.ctl_buf = b""
 
     def reply(self, obj: dict[str, Any]) -> None:
-        sys.stdout.buffer.write(json.dumps(obj).encode() + b"\n")
-        sys.stdout.buffer.flush()
+        os.write(self.ctl_out, json.dumps(obj).encode() + b"\n")
 
     # -- control ----------------------------------------------------------------------
 
     def add(self, name: str, netns: str, family: str, ports: Iterable[list[Any]]) -> None:
-        from harness.topology.nsutil import enter_netns, setns_fd
-
         fam = socket.AF_INET6 if family == "6" else socket.AF_INET
         socks: list[tuple[socket.socket, str]] = []
-        enter_netns(netns)
+        nsfd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(nsfd)
+        finally:
+            os.close(nsfd)
         try:
             for port, proto in ports:
                 stype, ipproto = _PROTO[proto]
@@ -85,7 +105,7 @@ class _Server:
                 s.close()
             raise
         finally:
-            setns_fd(self.home)  # the loop itself never stays in a pod's namespace
+            _setns(self.home)  # the loop itself never stays in a pod's namespace
         self.listeners[name] = [s for s, _ in socks]
         self.conns.setdefault(name, [])
         for s, proto in socks:
@@ -197,9 +217,17 @@ class _Server:
                 pass
 
     def loop(self) -> None:
-        stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
-        os.set_blocking(stdin.fileno(), False)
-        self.sel.register(stdin, selectors.EVENT_READ, ("ctl", "", None))
+        try:
+            self._loop()
+        finally:  # matters in thread mode, where nothing else would close the sockets
+            for name in list(self.listeners):
+                self.remove(name)
+            self.sel.close()
+            os.close(self.home)
+
+    def _loop(self) -> None:
+        os.set_blocking(self.ctl_in, False)
+        self.sel.register(self.ctl_in, selectors.EVENT_READ, ("ctl", "", None))
         self.reply({"ok": True, "ready": True, "pid": os.getpid()})
         while True:
             for key, mask in self.sel.select():
@@ -212,7 +240,7 @@ class _Server:
                     self.on_accept(key.fileobj, pod, extra)  # type: ignore[arg-type]
                 else:
                     try:
-                        chunk = stdin.read(65536)
+                        chunk = os.read(self.ctl_in, 65536)
                     except BlockingIOError:
                         continue
                     if not chunk:  # parent gone or closed us: exit
@@ -225,7 +253,7 @@ class _Server:
 
 
 def main() -> None:
-    _Server().loop()
+    _Server(sys.stdin.fileno(), sys.stdout.fileno()).loop()
 
 
 # ----------------------------------------------------------------------------- client side
@@ -236,7 +264,7 @@ class EchoError(RuntimeError):
 
 
 class EchoServer:
-    """Handle on the echo server process.
+    """Handle on the echo server: a process (default) or, for comparison, a thread here.
 
     Example::
 
@@ -247,52 +275,75 @@ class EchoServer:
     """
 
     def __init__(self, *, timing: Timing | None = None,
-                 registration: Registration | None = None) -> None:
+                 registration: Registration | None = None, thread: bool = False) -> None:
         from harness.timing import default_timing
 
         self.timing = timing or default_timing()
         self._registration = registration
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.traffic.echo"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-            # its own process group: a Ctrl-C at the terminal reaches pytest, which then
-            # closes us in order, instead of killing the server under a running test
-            start_new_session=True,
-        )
-        self.pid = self.proc.pid
-        if registration is not None:
-            registration.add_pid(self.pid)
+        self.proc: subprocess.Popen | None = None
+        self.thread: threading.Thread | None = None
+        if thread:
+            srv_in, self._ctl = os.pipe()
+            self._ans, srv_out = os.pipe()
+            server = _Server(srv_in, srv_out)
+
+            def run() -> None:
+                try:
+                    server.loop()
+                finally:
+                    os.close(srv_in)
+                    os.close(srv_out)
+
+            self.thread = threading.Thread(target=run, name="echo-server", daemon=True)
+            self.thread.start()
+            self.pid = os.getpid()
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.traffic.echo"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                # its own session: a Ctrl-C at the terminal reaches pytest, which then
+                # closes us in order, instead of killing the server under a running test
+                start_new_session=True,
+            )
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self._ctl, self._ans = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+            self.pid = self.proc.pid
+            if registration is not None:
+                registration.add_pid(self.pid)
         self._buf = b""
         self._pods: set[str] = set()
-        hello = self._read(self.timing.positive_s * 5)  # interpreter start-up on a slow box
-        if not hello.get("ready"):
+        self._closed = False
+        try:
+            hello = self._read(self.timing.positive_s * 5)  # interpreter start-up, slow box
+            if not hello.get("ready"):
+                raise EchoError(f"echo server did not start: {hello}")
+        except EchoError:
             self.close()
-            raise EchoError(f"echo server did not start: {hello}")
+            raise
+
+    def _alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.thread is not None and self.thread.is_alive()
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        import select
-        import time
-
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+            if left <= 0 or not select.select([self._ans], [], [], left)[0]:
                 raise EchoError(f"echo server (pid {self.pid}) silent for {timeout:.1f}s")
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            chunk = os.read(self._ans, 65536)
             if not chunk:
-                raise EchoError(f"echo server (pid {self.pid}) exited "
-                                f"(status {self.proc.poll()})")
+                raise EchoError(f"echo server (pid {self.pid}) exited")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
     def command(self, **msg: Any) -> dict[str, Any]:
         """Send one control command and return the server's answer (raises on error)."""
-        assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
-        except BrokenPipeError:
+            os.write(self._ctl, json.dumps(msg).encode() + b"\n")
+        except (BrokenPipeError, OSError):
             raise EchoError(f"echo server (pid {self.pid}) is gone") from None
         answer = self._read(self.timing.positive_s)
         if not answer.get("ok"):
@@ -308,7 +359,7 @@ class EchoServer:
 
     def remove_pod(self, name: str) -> None:
         """Close the pod's listeners and its open connections."""
-        if name in self._pods and self.proc.poll() is None:
+        if name in self._pods and self._alive():
             self.command(op="remove", name=name)
         self._pods.discard(name)
 
@@ -316,21 +367,29 @@ class EchoServer:
         return self.command(op="stats")
 
     def close(self) -> None:
-        """Stop the server (EOF on its stdin, then SIGKILL if it lingers)."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
+        """Stop the server (EOF on its control pipe; a process that lingers is killed)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.proc is not None:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
             try:
                 self.proc.stdin.close()
             except BrokenPipeError:
                 pass
-        try:
-            self.proc.wait(self.timing.positive_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
+            try:
+                self.proc.wait(self.timing.positive_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc.stdout.close()
-        if self._registration is not None:
-            self._registration.remove_pid(self.pid)
+            if self._registration is not None:
+                self._registration.remove_pid(self.pid)
+        else:
+            os.close(self._ctl)
+            if self.thread is not None:
+                self.thread.join(self.timing.positive_s)
+            os.close(self._ans)
 
 
 if __name__ == "__main__":
