@@ -669,7 +669,13 @@ def render_nft(
             out.append(f"flush chain {t} {c}")
     # "add set" keeps the entries of an existing affinity set (that is the point).
     for name, spec in cur.affinity_sets.items():
-        if full or name not in prev.affinity_sets or cur.affinity_service[name] in (changed or ()):
+        old_spec = prev.affinity_sets.get(name)
+        if old_spec is not None and old_spec != spec:
+            # A new timeout cannot be set with "add set" on an existing set (nft refuses
+            # to change its properties): re-create it. Its rules were flushed above.
+            out.append(f"delete set {t} {name}")
+            out.append(f"add set {t} {name} {spec}")
+        elif full or old_spec is None or cur.affinity_service[name] in (changed or ()):
             out.append(f"add set {t} {name} {spec}")
     if full:
         out += [f"add element {t} {e.container} {e.text()}" for e in cur.elements.values()]

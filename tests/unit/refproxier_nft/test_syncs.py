@@ -116,3 +116,17 @@ def test_table_model_rejects_what_nft_rejects():
     t.apply("add rule ip kube-proxy a goto b")
     with pytest.raises(Exception, match="busy"):
         t.apply("delete chain ip kube-proxy b")
+
+
+def test_changed_affinity_timeout_recreates_the_set():
+    # nft refuses "add set" with another timeout for an existing set.
+    a = proxy_state(*STEPS[10], config=CFG)
+    b = proxy_state(svc(1, "172.30.0.41", affinity=200), sl(1, ["10.0.1.2"]), config=CFG)
+    lines = render_nft(b, CFG, changed=changed_services(a, b), previous=a).splitlines()
+    name = "ip kube-proxy affinity-"
+    sets = [line for line in lines if " set " in f" {line} " and "affinity-" in line]
+    assert sets[0].startswith("delete set " + name) and sets[1].startswith("add set " + name)
+    assert sets[1].endswith("timeout 200s ; }")
+    table = load(render_nft(a, CFG))
+    table.apply("\n".join(lines))
+    assert table == load(render_nft(b, CFG))
