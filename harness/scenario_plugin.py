@@ -1,0 +1,3 @@
+"""pytest plugin: collects scenario files (``scenarios/**/*.yaml``) as tests."""
+
+from __future__ import annotations
