@@ -36,7 +36,7 @@ from harness.proxiers import CAPABILITIES, ProxierConfigError, resolve
 
 # The report plugin has options of its own (--known-gaps): it must be registered before
 # the command line is parsed, so here rather than in pytest_configure.
-pytest_plugins = ["harness.reporting"]
+pytest_plugins = ["harness.reporting", "harness.scenario_plugin"]
 
 FEATURE_MARKERS = {
     "dnat": "ClusterIP DNAT to the Service's ready endpoints",
