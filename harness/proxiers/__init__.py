@@ -42,6 +42,8 @@ CAPABILITIES: dict[str, str] = {
     "ipv6": "IPv6 Services",
     "sctp": "SCTP Services",
     "udp-conntrack-cleanup": "clears stale UDP conntrack entries when endpoints change",
+    "invalid-drop": "drops forwarded packets in conntrack state INVALID (kube-proxy's KUBE-FORWARD rule)",
+    "resync-on-flush": "re-creates its rules after someone flushes them (kube-proxy's canary chains)",
 }
 
 KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
@@ -53,6 +55,8 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "reject-no-endpoints",
         "health-check-nodeport",
         "udp-conntrack-cleanup",
+        "invalid-drop",
+        "resync-on-flush",
     }
 )
 
