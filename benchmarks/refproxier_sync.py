@@ -67,7 +67,9 @@ from servicemodel.cluster import ClusterState  # noqa: E402
 NODE = "node1"
 NODE_IP = "192.0.2.1"
 CLUSTER_CIDR = "10.128.0.0/9"
-CFG = ProxierConfig(hostname=NODE, node_ips=(NODE_IP,), cluster_cidrs=(CLUSTER_CIDR,), iptables_mode="legacy")
+CFG = ProxierConfig(
+    hostname=NODE, node_ips=(NODE_IP,), cluster_cidrs=(CLUSTER_CIDR,), iptables_mode="legacy"
+)
 NS = f"bench-{os.getpid()}"
 LEGACY_RESTORE = ["iptables-legacy-restore", "-w", "--noflush", "--counters"]
 NFT_RESTORE = ["iptables-nft-restore", "-w", "--noflush", "--counters"]
@@ -103,19 +105,32 @@ def objects(n: int, per: int, moved: int | None = None) -> list[dict[str, Any]]:
     for i in range(n):
         ns = f"ns{i // 100}"
         ip = str(ipaddress.ip_address(SVC_BASE + i))
-        out.append(service_object(ServiceSpecIn(f"svc{i}", ns, [PortSpec(80, 8080, name="http")], cluster_ip=ip)))
+        out.append(
+            service_object(
+                ServiceSpecIn(f"svc{i}", ns, [PortSpec(80, 8080, name="http")], cluster_ip=ip)
+            )
+        )
         eps = []
         for j in range(per):
             k = n * per + 1 if (i == moved and j == 0) else i * per + j
             eps.append(EndpointSpec(str(ipaddress.ip_address(EP_BASE + k)), node="node2"))
-        out.append(endpoint_slice_object(f"svc{i}", ns, SliceSpec(f"svc{i}-x1", eps, [("http", 8080, "TCP")])))
+        out.append(
+            endpoint_slice_object(
+                f"svc{i}", ns, SliceSpec(f"svc{i}-x1", eps, [("http", 8080, "TCP")])
+            )
+        )
     return out
 
 
 def write_state(state_dir: Path, objs: list[dict[str, Any]], generation: int) -> str:
     """statedir.write_state's document, dumped with libyaml when available (the pure
     dumper takes minutes at 10,000 Services; the text is the same kind of YAML)."""
-    doc = {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": str(generation)}, "items": objs}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": str(generation)},
+        "items": objs,
+    }
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     text = yaml.dump(doc, Dumper=dumper, sort_keys=False)
     statedir._atomic_write(statedir.state_path(state_dir), text)
@@ -139,7 +154,9 @@ def load_build(text: str) -> tuple[Any, dict[str, float]]:
 # The namespace
 
 
-def sh(argv: list[str], input: str | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+def sh(
+    argv: list[str], input: str | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
     p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:6])} failed ({p.returncode}): {p.stderr[:500]}")
@@ -164,14 +181,20 @@ def in_ns(argv: list[str], input: str | None = None, timeout: float = 1800) -> f
 
 
 def nat_chains() -> frozenset[str]:
-    return frozenset(parse_save_chains(sh(["ip", "netns", "exec", NS, "iptables-legacy-save", "-t", "nat"]).stdout))
+    return frozenset(
+        parse_save_chains(
+            sh(["ip", "netns", "exec", NS, "iptables-legacy-save", "-t", "nat"]).stdout
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Parts
 
 
-def nft_restore(size: tuple[int, int], text: str, lines: int, done: dict[int, float], budget: float) -> dict[str, Any]:
+def nft_restore(
+    size: tuple[int, int], text: str, lines: int, done: dict[int, float], budget: float
+) -> dict[str, Any]:
     """iptables-nft-restore of ``text``, unless the growth seen so far predicts more than
     ``budget`` seconds (then it is skipped, with the prediction)."""
     if done:
@@ -184,7 +207,9 @@ def nft_restore(size: tuple[int, int], text: str, lines: int, done: dict[int, fl
         base_lines, base_t = pts[-1]
         predicted = base_t * (lines / base_lines) ** k
         if predicted > budget and lines > base_lines:
-            log(f"  nft: skipped {label(size)} (predicted {predicted:.0f} s > budget {budget:.0f} s)")
+            log(
+                f"  nft: skipped {label(size)} (predicted {predicted:.0f} s > budget {budget:.0f} s)"
+            )
             return {"skipped": True, "predicted_s": round(predicted, 1), "exponent": round(k, 2)}
     ns_reset()
     try:
@@ -203,7 +228,9 @@ def _log_ratio(a: float, b: float) -> float:
     return math.log(a / b)
 
 
-def partial_sync(size: tuple[int, int], objs_text: str, full_text: str, ps_old: Any, state_dir: Path) -> dict[str, Any]:
+def partial_sync(
+    size: tuple[int, int], full_text: str, ps_old: Any, state_dir: Path
+) -> dict[str, Any]:
     """One endpoint change, applied as the daemon applies it, against a full resync."""
     n, per = size
     ns_reset()
@@ -212,7 +239,9 @@ def partial_sync(size: tuple[int, int], objs_text: str, full_text: str, ps_old: 
     ps_new, lb = load_build(new_text)
     changed, t_changed = timed(lambda: changed_services(ps_old, ps_new))
     chains, t_save = timed(nat_chains)
-    part, t_render = timed(lambda: iptables.render(ps_new, CFG, changed=changed, existing_nat_chains=chains))
+    part, t_render = timed(
+        lambda: iptables.render(ps_new, CFG, changed=changed, existing_nat_chains=chains)
+    )
     t_restore = in_ns(LEGACY_RESTORE, input=part)
     # The full resync of the same generation over the same rules (the daemon's full path).
     chains2, t_save_f = timed(nat_chains)
@@ -222,16 +251,32 @@ def partial_sync(size: tuple[int, int], objs_text: str, full_text: str, ps_old: 
     f_sync = t_save_f + t_render_f + t_restore_f
     res = {
         "changed_services": sorted(changed or ()),
-        "load_s": round(lb["load_s"], 3), "build_s": round(lb["build_s"], 3),
-        "partial": {"changed_s": round(t_changed, 3), "save_nat_s": round(t_save, 3), "render_s": round(t_render, 3),
-                    "restore_s": round(t_restore, 3), "lines": part.count("\n"), "sync_s": round(p_sync, 3)},
-        "full": {"save_nat_s": round(t_save_f, 3), "render_s": round(t_render_f, 3), "restore_s": round(t_restore_f, 3),
-                 "lines": full.count("\n"), "sync_s": round(f_sync, 3)},
+        "load_s": round(lb["load_s"], 3),
+        "build_s": round(lb["build_s"], 3),
+        "partial": {
+            "changed_s": round(t_changed, 3),
+            "save_nat_s": round(t_save, 3),
+            "render_s": round(t_render, 3),
+            "restore_s": round(t_restore, 3),
+            "lines": part.count("\n"),
+            "sync_s": round(p_sync, 3),
+        },
+        "full": {
+            "save_nat_s": round(t_save_f, 3),
+            "render_s": round(t_render_f, 3),
+            "restore_s": round(t_restore_f, 3),
+            "lines": full.count("\n"),
+            "sync_s": round(f_sync, 3),
+        },
         "ratio_sync": round(p_sync / f_sync, 3),
-        "ratio_with_load_build": round((p_sync + lb["load_s"] + lb["build_s"]) / (f_sync + lb["load_s"] + lb["build_s"]), 3),
+        "ratio_with_load_build": round(
+            (p_sync + lb["load_s"] + lb["build_s"]) / (f_sync + lb["load_s"] + lb["build_s"]), 3
+        ),
     }
-    log(f"  partial sync {label(size)}: {p_sync:.2f} s vs full resync {f_sync:.2f} s "
-        f"(ratio {res['ratio_sync']}; with load+build {lb['load_s'] + lb['build_s']:.2f} s: {res['ratio_with_load_build']})")
+    log(
+        f"  partial sync {label(size)}: {p_sync:.2f} s vs full resync {f_sync:.2f} s "
+        f"(ratio {res['ratio_sync']}; with load+build {lb['load_s'] + lb['build_s']:.2f} s: {res['ratio_with_load_build']})"
+    )
     return res
 
 
@@ -241,8 +286,26 @@ def daemon_memory(state_dir: Path, timeout: float) -> dict[str, Any]:
     ns_reset()
     applied = state_dir / statedir.APPLIED_DIR / NODE
     applied.unlink(missing_ok=True)
-    argv = ["ip", "netns", "exec", NS, sys.executable, "-m", "refproxier", "run", "--state-dir", str(state_dir),
-            "--hostname-override", NODE, "--node-ip", NODE_IP, "--cluster-cidr", CLUSTER_CIDR, "--iptables", "legacy"]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        NS,
+        sys.executable,
+        "-m",
+        "refproxier",
+        "run",
+        "--state-dir",
+        str(state_dir),
+        "--hostname-override",
+        NODE,
+        "--node-ip",
+        NODE_IP,
+        "--cluster-cidr",
+        CLUSTER_CIDR,
+        "--iptables",
+        "legacy",
+    ]
     logf = tempfile.TemporaryFile(mode="w+")
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
@@ -271,38 +334,62 @@ def daemon_memory(state_dir: Path, timeout: float) -> dict[str, Any]:
     if gen is None:
         log(f"  daemon did not report a generation within {timeout:.0f} s; log tail:\n{tail}")
         return {"applied": False, "waited_s": round(t_applied, 1), "log_tail": tail}
-    log(f"  daemon: generation {gen} applied {t_applied:.2f} s after start; peak RSS {hwm_kb / 1024:.0f} MiB")
-    return {"applied": True, "start_to_applied_s": round(t_applied, 2), "vm_hwm_mib": round(hwm_kb / 1024, 1)}
+    log(
+        f"  daemon: generation {gen} applied {t_applied:.2f} s after start; peak RSS {hwm_kb / 1024:.0f} MiB"
+    )
+    return {
+        "applied": True,
+        "start_to_applied_s": round(t_applied, 2),
+        "vm_hwm_mib": round(hwm_kb / 1024, 1),
+    }
 
 
 # --------------------------------------------------------------------------------------
 
 
-def bench_size(size: tuple[int, int], work: Path, nft_done: dict[int, float], args: argparse.Namespace,
-               main_size: bool, partial: bool, daemon: bool) -> dict[str, Any]:
+def bench_size(
+    size: tuple[int, int],
+    work: Path,
+    nft_done: dict[int, float],
+    args: argparse.Namespace,
+    partial: bool,
+    daemon: bool,
+) -> dict[str, Any]:
     n, per = size
     log(f"{label(size)}: {n} Services x {per} endpoints")
     state_dir = work / label(size)
-    objs, t_gen = timed(lambda: objects(n, per))
-    text, t_write = timed(lambda: write_state(state_dir, objs, 1))
-    del objs
+    t0 = time.perf_counter()
+    objs = objects(n, per)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    text = write_state(state_dir, objs, 1)
+    t_write = time.perf_counter() - t0
+    del objs  # the daemon's and loader's memory is what is measured, not ours
     log(f"  objects {t_gen:.2f} s, state.yaml {len(text) / 1e6:.1f} MB written in {t_write:.2f} s")
     ps, lb = load_build(text)
     log(f"  load {lb['load_s']:.2f} s, build {lb['build_s']:.2f} s")
     full, t_render = timed(lambda: iptables.render(ps, CFG))
     lines = full.count("\n")
     log(f"  render {t_render:.2f} s ({lines} lines)")
-    res: dict[str, Any] = {"services": n, "endpoints_per_service": per, "state_yaml_bytes": len(text),
-                           "load_s": round(lb["load_s"], 3), "build_s": round(lb["build_s"], 3),
-                           "render_s": round(t_render, 3), "lines": lines}
+    res: dict[str, Any] = {
+        "services": n,
+        "endpoints_per_service": per,
+        "state_yaml_bytes": len(text),
+        "load_s": round(lb["load_s"], 3),
+        "build_s": round(lb["build_s"], 3),
+        "render_s": round(t_render, 3),
+        "lines": lines,
+    }
     ns_reset()
     t_legacy = in_ns(LEGACY_RESTORE, input=full)
     res["legacy_restore_s"] = round(t_legacy, 3)
     res["render_over_legacy_restore"] = round(t_render / t_legacy, 3)
-    log(f"  iptables-legacy-restore {t_legacy:.2f} s; render/restore = {t_render / t_legacy:.2f} (goal <= 0.25)")
+    log(
+        f"  iptables-legacy-restore {t_legacy:.2f} s; render/restore = {t_render / t_legacy:.2f} (goal <= 0.25)"
+    )
     res["nft"] = nft_restore(size, full, lines, nft_done, args.nft_budget)
     if partial:
-        res["partial_sync"] = partial_sync(size, text, full, ps, state_dir)
+        res["partial_sync"] = partial_sync(size, full, ps, state_dir)
         write_state(state_dir, objects(n, per), 1)  # generation 1 again, for the daemon
     if daemon:
         res["daemon"] = daemon_memory(state_dir, args.daemon_timeout)
@@ -314,9 +401,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI-size run (seconds)")
     ap.add_argument("--sizes", help="NxE list (default 10000x10,1000x100; quick 200x10,20x100)")
-    ap.add_argument("--nft-sizes", help="extra N x E sizes for the nft ladder (default 500x10,1000x10,2000x10; "
-                    "quick 50x10)")
-    ap.add_argument("--nft-budget", type=float, default=60.0, help="seconds one iptables-nft-restore may take")
+    ap.add_argument(
+        "--nft-sizes",
+        help="extra N x E sizes for the nft ladder (default 500x10,1000x10,2000x10; quick 50x10)",
+    )
+    ap.add_argument(
+        "--nft-budget", type=float, default=60.0, help="seconds one iptables-nft-restore may take"
+    )
     ap.add_argument("--daemon-timeout", type=float, default=600.0)
     ap.add_argument("--no-daemon", action="store_true")
     args = ap.parse_args()
@@ -333,11 +424,19 @@ def main() -> int:
     t0 = time.perf_counter()
     try:
         for size in sorted(set(ladder) - set(sizes)):
-            r = bench_size(size, work, nft_done, args, False, False, False)
-            ladder_results[label(size)] = {k: r[k] for k in ("lines", "render_s", "legacy_restore_s", "nft")}
+            r = bench_size(size, work, nft_done, args, False, False)
+            ladder_results[label(size)] = {
+                k: r[k] for k in ("lines", "render_s", "legacy_restore_s", "nft")
+            }
         for size in sorted(sizes, key=lambda s: s[0] * s[1]):
-            results[label(size)] = bench_size(size, work, nft_done, args, True, size == partial_at,
-                                              size == partial_at and not args.no_daemon)
+            results[label(size)] = bench_size(
+                size,
+                work,
+                nft_done,
+                args,
+                size == partial_at,
+                size == partial_at and not args.no_daemon,
+            )
     finally:
         ns_delete()
         shutil.rmtree(work, ignore_errors=True)
@@ -346,12 +445,27 @@ def main() -> int:
         goals[f"render_le_25pct_legacy_restore[{k}]"] = r["render_over_legacy_restore"] <= 0.25
         if "partial_sync" in r:
             goals[f"partial_le_10pct_full[{k}]"] = r["partial_sync"]["ratio_sync"] <= 0.10
-    env = {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
-           "iptables": sh(["iptables-legacy", "--version"]).stdout.strip(),
-           "libyaml": bool(getattr(yaml, "__with_libyaml__", False))}
+    env = {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "iptables": sh(["iptables-legacy", "--version"]).stdout.strip(),
+        "libyaml": bool(getattr(yaml, "__with_libyaml__", False)),
+    }
     log(f"total {time.perf_counter() - t0:.0f} s")
-    print(json.dumps({"benchmark": "refproxier_sync", "quick": args.quick, "env": env, "results": results,
-                      "nft_ladder": ladder_results, "nft_budget_s": args.nft_budget, "goals_met": goals}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "refproxier_sync",
+                "quick": args.quick,
+                "env": env,
+                "results": results,
+                "nft_ladder": ladder_results,
+                "nft_budget_s": args.nft_budget,
+                "goals_met": goals,
+            }
+        )
+    )
     return 0
 
 
