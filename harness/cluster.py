@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import model
-from harness.controlplane.statedir import StateDirControlPlane
+from harness.controlplane.statedir import StateDirControlPlane, SyncTimeout
 from harness.model import EndpointSpec, PortSpec, ServiceSpecIn, SliceSpec
 from harness.proxiers import ProxierSpec, python_executable
 from harness.proxiers.process import ProxierProcess
@@ -26,6 +26,7 @@ TEST_NAMESPACE = "conformance"
 DEFAULT_POD_PORTS: tuple[tuple[int, str], ...] = ((8080, "tcp"), (8080, "udp"), (9090, "tcp"), (9090, "udp"))
 NODE_PORT_BASE = 30000
 HEALTH_CHECK_PORT_BASE = 32000
+SENTINEL_PORT_BASE = 20000
 
 
 class Allocations:
@@ -153,6 +154,7 @@ class ClusterEnv:
         self.proxiers: dict[str, ProxierProcess] = {}
         self.services: dict[tuple[str, str], ServiceHandle] = {}
         self._pod_names = itertools.count(1)
+        self._sentinel: ServiceHandle | None = None
         self.last_sync_seconds: float | None = None
 
     # --- hosts -------------------------------------------------------------------------
@@ -177,7 +179,9 @@ class ClusterEnv:
     def start(self) -> None:
         for node in self.nodes:
             self.controlplane.put(model.node_object(node.name, [node.ip], str(node.pod_cidr)))
-        self.controlplane.publish()
+        if not self.proxier_spec.has("acks"):
+            self._add_sentinel()
+        self._publish()
         spec = self.topology.spec
         for node in self.nodes:
             values = {
@@ -206,22 +210,62 @@ class ClusterEnv:
 
     def sync(self) -> int:
         """Publish the current state and wait until every proxier has applied it."""
-        gen = self.controlplane.publish()
+        gen = self._publish()
         self.wait_synced(gen)
         return gen
 
+    def _publish(self) -> int:
+        if self._sentinel is not None:
+            # The sentinel's port names the generation, so a reply on it proves the
+            # proxier has applied at least this state.
+            self._sentinel.spec.ports[0].port = SENTINEL_PORT_BASE + (self.controlplane.generation + 1) % 20000
+            self.controlplane.put(*self._sentinel.objects())
+        return self.controlplane.publish()
+
     def wait_synced(self, generation: int, first: bool = False) -> None:
-        if not self.proxier_spec.has("acks"):
-            raise NotImplementedError(
-                f"proxier {self.proxier_spec.name!r} does not declare the 'acks' capability; "
-                "waiting by probing is not implemented yet: make the proxier write "
-                "applied/<node> (see servicemodel/statedir.py) and declare 'acks'"
-            )
         # The first sync includes the proxier's start-up (interpreter, first full restore).
         timeout = self.timing.scale * (30.0 if first else 10.0)
-        self.last_sync_seconds = self.controlplane.wait_applied(
-            generation, self.proxiers, timeout, self.check_proxiers
-        )
+        if self.proxier_spec.has("acks"):
+            self.last_sync_seconds = self.controlplane.wait_applied(
+                generation, self.proxiers, timeout, self.check_proxiers
+            )
+        else:
+            self.last_sync_seconds = self._wait_by_probing(generation, timeout)
+
+    def _add_sentinel(self) -> None:
+        """For proxiers that do not acknowledge generations: one ready pod per node behind a
+        Service whose port changes with every generation (see ``_wait_by_probing``)."""
+        pods = [self.topology.add_pod(f"sentinel{i + 1}", n.name, ports=[(8080, "tcp")])
+                for i, n in enumerate(self.nodes)]
+        spec = ServiceSpecIn(name="svcconf-sentinel", namespace="svcconf-system",
+                             ports=[PortSpec(SENTINEL_PORT_BASE, 8080, "TCP", "")],
+                             cluster_ip=self.alloc.cluster_ip())
+        self._sentinel = ServiceHandle(self, spec)
+        self._sentinel.slices = [self.slice_for(self._sentinel, pods)]
+
+    def _wait_by_probing(self, generation: int, timeout: float) -> float:
+        from harness.traffic.probe import Outcome, probe
+
+        assert self._sentinel is not None
+        port = self._sentinel.spec.ports[0].port
+        start = time.monotonic()
+        deadline = start + timeout
+        for node in self.nodes:
+            while True:
+                (obs,) = probe(node, self._sentinel.cluster_ip, port, "tcp", count=1,
+                               timeout=min(0.2, self.timing.positive_s))
+                if obs.outcome is Outcome.REPLY:
+                    break
+                self.check_proxiers()
+                if time.monotonic() > deadline:
+                    raise SyncTimeout(
+                        f"generation {generation}: the sentinel Service {self._sentinel.cluster_ip}:{port} "
+                        f"did not answer from node {node.name} within {timeout:.1f}s (last: "
+                        f"{obs.outcome.name}); the proxier has not applied the state, or does "
+                        "not implement ClusterIP for TCP. Check its log, or raise --timeout-scale."
+                    )
+                time.sleep(self.timing.poll)
+        return time.monotonic() - start
 
     def restart_proxier(self, node: str) -> None:
         self.proxiers[node].restart()

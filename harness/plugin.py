@@ -229,6 +229,8 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
     node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
     _require_root()
     from harness.cluster import ClusterEnv
+    from harness.controlplane.statedir import SyncTimeout
+    from harness.proxiers.process import ProxierCrashed
     from harness.topology.netns import Topology
     from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 
@@ -250,7 +252,11 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
         env = ClusterEnv(topo, proxier_spec, workdir, timing,
                          iptables=pytestconfig.getoption("iptables"))
         pytestconfig.stash[_ENV] = env
-        env.start()
+        try:
+            env.start()
+        except (ProxierCrashed, SyncTimeout) as exc:
+            # A proxier that crashes or never syncs is the finding; no harness traceback.
+            pytest.fail(f"proxier {proxier_spec.name!r} did not start: {exc}", pytrace=False)
         yield env
     finally:
         failed = pytestconfig.stash.get(_FAILED, False)
