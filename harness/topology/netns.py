@@ -347,6 +347,9 @@ class Topology:
         self.close()
 
     def start(self) -> None:
+        """Build the topology (``with`` does this; a second call does nothing)."""
+        if self._registration is not None:
+            return
         t0 = time.monotonic()
         reap_stale_runs()
         self._registration = Registration.create(self.prefix)
