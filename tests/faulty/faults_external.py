@@ -1,0 +1,57 @@
+"""Faulty proxiers for external destinations and Service objects (issue 5, first half):
+externalIPs, LoadBalancer IPs and source ranges, traffic policies, hairpin, terminating
+endpoints, EndpointSlices and proxy labels.
+
+Each fault changes one decision of the reference proxier. Most wrap a fault-injection point
+of ``refproxier.iptables`` (its module docstring lists them); the few about which objects
+are proxied at all patch the matching function of ``refproxier.proxystate`` (labels,
+slices, endpoint categories), and one patches the health check server's answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tests.faulty.faults import Fault, _wrap
+
+
+def _with_nat_rules(transform):
+    """Wrap ``service_port_rules`` and rewrite the top-level nat rules of each port."""
+    def make(orig):
+        def spr(ctx, sp):
+            out = orig(ctx, sp)
+            return replace(out, nat_rules=[transform(ctx, sp, r) for r in out.nat_rules if transform(ctx, sp, r)])
+        return spr
+    _wrap("service_port_rules", make)
+
+
+# --- externalIPs -------------------------------------------------------------------------
+
+def _externalip_ignored() -> None:
+    _with_nat_rules(lambda ctx, sp, r: None if 'external IP"' in r else r)
+
+
+def _externalip_external_clients_only() -> None:
+    # Only traffic arriving from outside is proxied: nothing for the node's own or its pods'.
+    def t(ctx, sp, r):
+        if 'external IP"' not in r:
+            return r
+        return r.replace(" -j ", f" -m addrtype ! --src-type LOCAL ! -s {ctx.local_cidr} -j ", 1)
+    _with_nat_rules(t)
+
+
+def _externalip_no_masquerade() -> None:
+    def make(orig):
+        return lambda ctx, sp: [] if sp.external_ips else orig(ctx, sp)
+    _wrap("external_masquerade_rules", make)
+
+
+FAULTS_LIST: list[Fault] = [
+    Fault("externalip-ignored", "spec.externalIPs are not proxied at all",
+          _externalip_ignored, ("service/externalips/external-client-reaches",
+                                "service/externalips/from-pods-and-nodes")),
+    Fault("externalip-external-clients-only", "externalIPs proxied only for traffic from outside the node and its pods",
+          _externalip_external_clients_only, ("service/externalips/from-pods-and-nodes",)),
+    Fault("externalip-no-masquerade", "external-IP traffic is not masqueraded (eTP Cluster)",
+          _externalip_no_masquerade, ("service/externalips/external-client-masqueraded",)),
+]
