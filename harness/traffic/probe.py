@@ -117,6 +117,7 @@ class _Probe:
     sport: int = 0
     buf: bytes = b""
     t_end: float = 0.0
+    note: str | None = None
     refused: int = 0  # errno awaiting the ICMP-or-RST decision
 
 
@@ -189,7 +190,7 @@ class _Engine:
                         self._finish(p, active)
                         continue
                     self.obs(p, Outcome.TIMEOUT, rtt=self.timeout,
-                             error="connected, no greeting" if p.buf else None)
+                             error="connected, no greeting" if p.buf else p.note)
                     self._finish(p, active)
             if raw is not None:
                 # the raw copy of an ICMP error is queued before TCP sees the error, so
@@ -273,7 +274,12 @@ class _Engine:
                     s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
                 s.connect((self.dst, self.dport))
                 p.src, p.sport = s.getsockname()[:2]
-                s.send(self.payload or b"probe\n")
+                try:
+                    s.send(self.payload or b"probe\n")
+                except PermissionError:
+                    # this host's own netfilter stopped it (OUTPUT DROP or REJECT); a
+                    # REJECT's ICMP still arrives on the error queue, so keep listening
+                    p.note = "send: EPERM (dropped by this host's netfilter)"
             else:
                 err = s.connect_ex((self.dst, self.dport))
                 p.src, p.sport = s.getsockname()[:2]

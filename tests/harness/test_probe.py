@@ -94,3 +94,20 @@ def test_crafted_packet_with_foreign_source_is_seen(probe_topology: Topology) ->
             lambda: [p for p in cap.packets() if UDP in p and p[UDP].dport == 8105],
             "the crafted packet in the pod")
     assert seen[0][IP].src == "192.0.2.199"
+
+
+def test_rules_on_the_probing_host_itself(probe_topology: Topology) -> None:
+    # a node probing through its own OUTPUT chain, as kube-proxy's REJECT for a service
+    # without endpoints does: the kernel answers locally (ICMP) or the send fails (EPERM)
+    node = probe_topology.nodes["node-a"]
+    silence = probe_topology.timing.silence_s
+    for proto in ("tcp", "udp"):
+        node.run(["iptables-nft", "-A", "OUTPUT", "-d", "10.96.0.51", "-p", proto, "-j",
+                  "REJECT"], check=True)
+        node.run(["iptables-nft", "-A", "OUTPUT", "-d", "10.96.0.52", "-p", proto, "-j",
+                  "DROP"], check=True)
+        [rej] = probe(node, "10.96.0.51", 80, proto)
+        assert rej.outcome is Outcome.ICMP and (rej.icmp_type, rej.icmp_code) == (3, 3), \
+            str(rej)
+        [drop] = probe(node, "10.96.0.52", 80, proto, timeout=silence)
+        assert drop.outcome is Outcome.TIMEOUT, str(drop)
