@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from refproxier import iptables
 from tests.faulty.faults import Fault, _wrap
 
 
@@ -46,6 +47,49 @@ def _externalip_no_masquerade() -> None:
     _wrap("external_masquerade_rules", make)
 
 
+# --- LoadBalancer ------------------------------------------------------------------------
+
+def _lb_ip_ignored() -> None:
+    _with_nat_rules(lambda ctx, sp, r: None if 'loadbalancer IP"' in r else r)
+
+
+def _lb_ip_not_from_nodes() -> None:
+    # The LB IP rules only see forwarded traffic (as if written for PREROUTING alone).
+    def t(ctx, sp, r):
+        return r.replace(" -j ", " -m addrtype ! --src-type LOCAL -j ", 1) if 'loadbalancer IP"' in r else r
+    _with_nat_rules(t)
+
+
+def _source_ranges_ignored() -> None:
+    def make(orig):
+        return lambda ctx, sp: [iptables.rule(iptables.Chains.of(sp).fw, ["-j", iptables.Chains.of(sp).ext])]
+    _wrap("firewall_chain_rules", make)
+
+
+def _source_ranges_deny_all() -> None:
+    def make(orig):
+        return lambda ctx, sp: [r for r in orig(ctx, sp) if " -j " not in r]
+    _wrap("firewall_chain_rules", make)
+
+
+def _source_ranges_refused() -> None:
+    def make(orig):
+        return lambda ctx, sp: [r.replace("-j DROP", "-j REJECT") for r in orig(ctx, sp)]
+    _wrap("proxy_firewall_rules", make)
+
+
+def _source_ranges_on_nodeport() -> None:
+    def make(orig):
+        def np_rules(ctx, sp):
+            rules = orig(ctx, sp)
+            if not sp.load_balancer_source_ranges:
+                return rules
+            return [r.replace(" --dport ", f" -s {cidr} --dport ", 1)
+                    for r in rules for cidr in sp.load_balancer_source_ranges]
+        return np_rules
+    _wrap("nodeport_rules", make)
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("externalip-ignored", "spec.externalIPs are not proxied at all",
           _externalip_ignored, ("service/externalips/external-client-reaches",
@@ -54,4 +98,17 @@ FAULTS_LIST: list[Fault] = [
           _externalip_external_clients_only, ("service/externalips/from-pods-and-nodes",)),
     Fault("externalip-no-masquerade", "external-IP traffic is not masqueraded (eTP Cluster)",
           _externalip_no_masquerade, ("service/externalips/external-client-masqueraded",)),
+    Fault("lb-ip-ignored", "LoadBalancer ingress IPs are not proxied",
+          _lb_ip_ignored, ("service/loadbalancer/ingress-ip-reachable",
+                           "service/loadbalancer/from-node-itself")),
+    Fault("lb-ip-not-from-nodes", "LoadBalancer ingress IPs proxied only for forwarded traffic, not the node's own",
+          _lb_ip_not_from_nodes, ("service/loadbalancer/from-node-itself",)),
+    Fault("source-ranges-ignored", "loadBalancerSourceRanges ignored: every source reaches the LB IP",
+          _source_ranges_ignored, ("service/loadbalancer/source-ranges/denied-source-dropped",)),
+    Fault("source-ranges-deny-all", "with loadBalancerSourceRanges, even allowed sources are dropped",
+          _source_ranges_deny_all, ("service/loadbalancer/source-ranges/allowed-source-reaches",)),
+    Fault("source-ranges-refused", "denied sources get ICMP port unreachable instead of silence",
+          _source_ranges_refused, ("service/loadbalancer/source-ranges/denied-source-dropped",)),
+    Fault("source-ranges-on-nodeport", "loadBalancerSourceRanges applied to the nodePort too",
+          _source_ranges_on_nodeport, ("service/loadbalancer/source-ranges/nodeport-ignores-ranges",)),
 ]

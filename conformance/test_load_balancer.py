@@ -1,0 +1,130 @@
+"""LoadBalancer: the ingress IPs in status.loadBalancer (ipMode VIP) are proxied on every
+node, and loadBalancerSourceRanges restricts who may use them.
+
+Kubernetes docs, "Type LoadBalancer" and "Restrict traffic to a load balancer": with
+source ranges, traffic from other sources to the load balancer IP is dropped by the node
+(kube-proxy: nat KUBE-FW-* lets allowed sources through, filter KUBE-PROXY-FIREWALL
+DROPs the rest — silence, not a refusal). The Service's nodePort is not subject to the
+source ranges. The test bed routes 203.0.113.0/24 from the clients to node1; the client's
+secondary addresses (192.0.2.150+) serve as allowed and denied sources.
+"""
+
+import pytest
+
+from harness.model import PortSpec
+from harness.traffic.probe import probe
+from harness.verdicts import dropped, reached_only
+
+pytestmark = pytest.mark.loadbalancer
+
+REF = "https://kubernetes.io/docs/concepts/services-networking/service/#loadbalancer"
+REF_RANGES = ("https://kubernetes.io/docs/tasks/access-application-cluster/"
+              "configure-cloud-provider-firewall/#restrict-access-for-loadbalancer-service")
+
+
+def lb_service(cluster, pods, lb_ip, proto="TCP", **kw):
+    return cluster.create_service(pods, ports=[PortSpec(80, 8080, proto)], type="LoadBalancer",
+                                  load_balancer_ips=[lb_ip], **kw)
+
+
+def allowed_and_denied(cluster):
+    """Two of the client's secondary addresses: one the Service allows, one it does not."""
+    extra = cluster.client.addresses[1:]
+    if len(extra) < 2:
+        pytest.fail(f"client {cluster.client.name} needs 2 secondary addresses, has {extra}")
+    return extra[0], extra[1]
+
+
+@pytest.mark.behavior(
+    "service/loadbalancer/ingress-ip-reachable",
+    must="Traffic for a LoadBalancer ingress IP (ipMode VIP) routed to a node, from a client "
+         "or a pod, MUST reach the Service's endpoints.",
+    ref=REF,
+)
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+@pytest.mark.parametrize("where", ["client", "pod"])
+def test_load_balancer_ip_is_reachable(cluster, where, proto):
+    pods = [cluster.add_pod(cluster.nodes[0]), cluster.add_pod(cluster.nodes[1])]
+    lb_ip = "203.0.113.21"
+    lb_service(cluster, pods, lb_ip, proto)
+    src = cluster.client if where == "client" else cluster.add_pod(cluster.nodes[1])
+
+    obs = probe(src, lb_ip, 80, proto.lower(), count=8)
+
+    v = reached_only(obs, {p.name for p in pods})
+    assert v.passed, f"{src.name} ({src.ip}) → LB IP {lb_ip}:80/{proto}:\n" + v.explain()
+
+
+@pytest.mark.behavior(
+    "service/loadbalancer/from-node-itself",
+    must="A node MUST reach a LoadBalancer Service at its ingress IP.",
+    ref=REF,
+)
+def test_node_reaches_load_balancer_ip(cluster):
+    pods = cluster.add_pods(2, node=cluster.nodes[0])
+    lb_ip = "203.0.113.22"
+    lb_service(cluster, pods, lb_ip)
+    for node in cluster.nodes:
+        v = reached_only(probe(node, lb_ip, 80, "tcp", count=6), {p.name for p in pods})
+        assert v.passed, f"from {node.name} ({node.ip}) → LB IP {lb_ip}:80:\n" + v.explain()
+
+
+@pytest.mark.behavior(
+    "service/loadbalancer/source-ranges/allowed-source-reaches",
+    must="A source inside loadBalancerSourceRanges MUST reach the endpoints through the LB IP.",
+    ref=REF_RANGES,
+)
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+def test_allowed_source_reaches_load_balancer_ip(cluster, proto):
+    allowed, denied = allowed_and_denied(cluster)
+    pods = cluster.add_pods(2)
+    lb_ip = "203.0.113.23"
+    lb_service(cluster, pods, lb_ip, proto, source_ranges=[f"{allowed}/32", "198.18.0.0/15"])
+
+    obs = probe(cluster.client, lb_ip, 80, proto.lower(), count=6, source=allowed)
+
+    v = reached_only(obs, {p.name for p in pods})
+    assert v.passed, (f"allowed source {allowed} (ranges {allowed}/32, 198.18.0.0/15) → "
+                      f"LB IP {lb_ip}:80/{proto}:\n" + v.explain())
+
+
+@pytest.mark.behavior(
+    "service/loadbalancer/source-ranges/denied-source-dropped",
+    must="Traffic to the LB IP from a source outside loadBalancerSourceRanges MUST be dropped "
+         "(no reply, no reset, no ICMP error).",
+    ref=REF_RANGES,
+)
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+def test_denied_source_is_dropped(cluster, timing, proto):
+    allowed, denied = allowed_and_denied(cluster)
+    pods = cluster.add_pods(2)
+    lb_ip = "203.0.113.24"
+    lb_service(cluster, pods, lb_ip, proto, source_ranges=[f"{allowed}/32"])
+
+    # The allowed source first: the Service is in place, so silence below means "denied".
+    v = reached_only(probe(cluster.client, lb_ip, 80, proto.lower(), count=2, source=allowed),
+                     {p.name for p in pods})
+    assert v.passed, f"allowed source {allowed} (control):\n" + v.explain()
+    obs = probe(cluster.client, lb_ip, 80, proto.lower(), count=4, source=denied,
+                timeout=timing.silence_s)
+
+    v = dropped(obs)
+    assert v.passed, (f"denied source {denied} (ranges: {allowed}/32) → LB IP {lb_ip}:80/{proto}:\n"
+                      + v.explain())
+
+
+@pytest.mark.behavior(
+    "service/loadbalancer/source-ranges/nodeport-ignores-ranges",
+    must="The nodePort of a LoadBalancer Service MUST NOT be restricted by loadBalancerSourceRanges.",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go",
+)
+def test_nodeport_ignores_source_ranges(cluster):
+    allowed, denied = allowed_and_denied(cluster)
+    pods = cluster.add_pods(2)
+    svc = lb_service(cluster, pods, "203.0.113.25", source_ranges=[f"{allowed}/32"])
+
+    for node in cluster.nodes:
+        obs = probe(cluster.client, node.ip, svc.node_port(), "tcp", count=4, source=denied)
+        v = reached_only(obs, {p.name for p in pods})
+        assert v.passed, (f"source {denied} (outside {allowed}/32) → {node.name}:{svc.node_port()} "
+                          "(nodePort):\n" + v.explain())
