@@ -1,0 +1,649 @@
+"""Scenario files: Kubernetes objects + where clients stand + what packets must do.
+
+A scenario is one YAML file (``scenarios/**/*.yaml``) describing a Service bug or behaviour
+in kube-proxy's ``packetFlowTest`` vocabulary. It is loaded strictly: unknown keys, duplicate
+keys and names, and dangling references (a flow from a host that does not exist, an expected
+endpoint that is in no EndpointSlice) are ``ScenarioError``s naming the file and line.
+
+Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`` optional)::
+
+    description: UDP conntrack entries survive an endpoint change ...
+    references: [https://github.com/kubernetes/kubernetes/issues/19029]
+    caught_by_fault: no-udp-conntrack-cleanup    # tests/faulty fault reproducing the bug
+    features: [conntrack]                        # feature markers (harness.plugin)
+    objects: dump.yaml                           # kubectl get -o yaml output (List or
+                                                 # multi-document), relative to this file,
+                                                 # or a list of inline objects
+    topology:                                    # overrides; pods come from the slices
+      pod_network: routed | bridge
+      hairpin_mode: false
+      client_gateway: node-a
+      nodes: [{name: node-c}]                    # extra nodes without endpoints
+      clients: [{name: client, ip: 192.0.2.101, extra_addresses: 0}]
+      pods: [{name: curl, node: node-a}]         # extra pods that are no endpoint
+    proxier:
+      cluster_cidr: 10.244.0.0/16                # "" = run the proxier without one
+      masquerade_all: false
+      nodeport_addresses: [192.0.2.0/24]
+      localhost_nodeports: true
+      capabilities: [affinity]                   # other proxiers: skip unless declared
+    flows:                                       # checked once the objects are applied
+      - {name: ..., from: client, protocol: UDP, to: 10.96.0.10, port: 53,
+         expect: [10.244.1.5:53], masq: true}
+    steps:                                       # then, in order
+      - apply: [...objects...]                   # or a file name
+      - delete: [{kind: EndpointSlice, namespace: default, name: dns-abc}]
+      - restart_proxier: node-a                  # or "all"
+      - wait: 2                                  # seconds of idleness (a timeout expiring)
+      - flows: [...]
+
+A flow: ``from`` is a host (client, node or pod name) or one of their addresses; ``to`` an
+address or a node name; ``expect`` a list of endpoints (``ip:port`` or pod names), or
+``reject`` (ICMP port unreachable), ``drop`` (silence), ``untouched`` (no DNAT: only the
+destination itself may answer); ``masq`` whether the endpoint must see a node address
+(true) or the client's own (false). Optional: ``count`` probes, ``sport`` (a fixed source
+port: one UDP "connection" across steps), ``source`` (one of the host's addresses),
+``distribution: uniform`` and ``affinity: true`` (statistical, harness.verdicts; the probe
+count then comes from the stated error rates unless ``count`` is given).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.topology.spec import ClientSpec, TopologyError, topology_from_objects, validate
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+OUTCOMES = ("reject", "drop", "untouched")
+NAME_RE = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_. ]*$")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names file, line and what to do."""
+
+    def __init__(self, path: str | Path, line: int | None, problem: str, hint: str = "") -> None:
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        self.hint = hint
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {problem}" + (f" -- {hint}" if hint else ""))
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Flow:
+    name: str
+    src: str  # host name or address
+    protocol: str
+    to: str
+    port: int
+    expect: list[str] | str  # endpoints (ip:port or pod names) or one of OUTCOMES
+    masq: bool | None = None
+    count: int | None = None
+    sport: int | None = None
+    source: str | None = None
+    distribution: str | None = None
+    affinity: bool = False
+    line: int = 0
+
+    def describe(self) -> str:
+        exp = self.expect if isinstance(self.expect, str) else "{" + ", ".join(self.expect) + "}"
+        masq = "" if self.masq is None else f", masq {str(self.masq).lower()}"
+        return (f"{self.name!r}: from {self.src} {self.protocol} to {self.to}:{self.port} "
+                f"-> {exp}{masq}")
+
+
+@dataclass
+class Step:
+    kind: str  # apply | delete | restart_proxier | wait | flows
+    line: int
+    name: str = ""
+    objects: list[Any] = field(default_factory=list)  # lightkube objects (apply)
+    deletes: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, ns, name)
+    node: str = ""
+    seconds: float = 0.0
+    flows: list[Flow] = field(default_factory=list)
+
+
+@dataclass
+class ProxierSettings:
+    cluster_cidr: str | None = None  # None: the topology's; "": none
+    masquerade_all: bool = False
+    nodeport_addresses: list[str] = field(default_factory=list)
+    localhost_nodeports: bool | None = None
+    capabilities: list[str] = field(default_factory=list)
+
+    def refproxier_args(self) -> list[str]:
+        """Extra flags for the reference proxier (kube-proxy's names)."""
+        out = []
+        if self.masquerade_all:
+            out.append("--masquerade-all")
+        if self.nodeport_addresses:
+            out += ["--nodeport-addresses", ",".join(self.nodeport_addresses)]
+        if self.localhost_nodeports is not None:
+            out += ["--iptables-localhost-nodeports", str(self.localhost_nodeports).lower()]
+        return out
+
+    @property
+    def customised(self) -> bool:
+        return bool(self.refproxier_args()) or self.cluster_cidr is not None
+
+
+@dataclass
+class Scenario:
+    path: Path
+    description: str
+    references: list[str]
+    objects: list[Any]  # lightkube objects applied first
+    flows: list[Flow]
+    steps: list[Step]
+    proxier: ProxierSettings
+    topology: Any  # harness.topology.spec.TopologySpec (pods included)
+    caught_by_fault: str | None = None
+    features: list[str] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def summary(self) -> str:
+        return self.description.strip().split("\n")[0].split(". ")[0].rstrip(".") + "."
+
+    def all_steps(self) -> list[Step]:
+        """The initial flows as a step, then the declared steps."""
+        first = [Step("flows", self.lines.get("flows", 0), "flows", flows=self.flows)] if self.flows else []
+        return first + self.steps
+
+    def all_flows(self) -> list[Flow]:
+        return [f for s in self.all_steps() for f in s.flows]
+
+
+# ----------------------------------------------------------------------------- the reader
+
+
+class _Reader:
+    """Walks PyYAML nodes so that every error carries the line it is about."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def err(self, node: yaml.Node | None, problem: str, hint: str = "") -> ScenarioError:
+        return ScenarioError(self.path, node.start_mark.line + 1 if node is not None else None,
+                             problem, hint)
+
+    def mapping(self, node: yaml.Node, what: str, allowed: dict[str, bool]) -> dict[str, yaml.Node]:
+        """A mapping's children by key; unknown, duplicate and missing required keys fail.
+        ``allowed`` maps each key to whether it is required."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.err(node, f"{what} must be a mapping, not {_kind(node)}")
+        out: dict[str, yaml.Node] = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else None
+            if key is None:
+                raise self.err(k, f"{what}: keys must be plain strings")
+            if key in out:
+                raise self.err(k, f"{what}: duplicate key {key!r}", "write each key once")
+            if key not in allowed:
+                raise self.err(k, f"{what}: unknown key {key!r}",
+                               f"known keys: {', '.join(sorted(allowed))}")
+            out[key] = v
+        missing = [k for k, req in allowed.items() if req and k not in out]
+        if missing:
+            raise self.err(node, f"{what}: missing {', '.join(repr(m) for m in missing)}")
+        return out
+
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.err(node, f"{what} must be a scalar, not {_kind(node)}")
+        return _construct(node)
+
+    def string(self, node: yaml.Node, what: str) -> str:
+        v = self.scalar(node, what)
+        if not isinstance(v, str) or not v.strip():
+            raise self.err(node, f"{what} must be a non-empty string, got {v!r}")
+        return v
+
+    def integer(self, node: yaml.Node, what: str, lo: int, hi: int) -> int:
+        v = self.scalar(node, what)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise self.err(node, f"{what} must be an integer in {lo}..{hi}, got {v!r}")
+        return v
+
+    def number(self, node: yaml.Node, what: str) -> float:
+        v = self.scalar(node, what)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise self.err(node, f"{what} must be a non-negative number of seconds, got {v!r}")
+        return float(v)
+
+    def boolean(self, node: yaml.Node, what: str) -> bool:
+        v = self.scalar(node, what)
+        if not isinstance(v, bool):
+            raise self.err(node, f"{what} must be true or false, got {v!r}")
+        return v
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.err(node, f"{what} must be a list, not {_kind(node)}")
+        return list(node.value)
+
+    def strings(self, node: yaml.Node, what: str) -> list[str]:
+        return [self.string(n, f"{what}[{i}]") for i, n in enumerate(self.sequence(node, what))]
+
+    def objects(self, node: yaml.Node, what: str) -> list[Any]:
+        """Kubernetes objects: a file name (relative to the scenario) or inline objects."""
+        from servicemodel.load import ModelError, load_objects, load_text
+
+        try:
+            if isinstance(node, yaml.ScalarNode):
+                rel = self.string(node, what)
+                p = (self.path.parent / rel)
+                if not p.is_file():
+                    raise self.err(node, f"{what}: no file {rel!r} next to the scenario",
+                                   f"looked for {p}")
+                return load_objects(p)
+            out = []
+            for i, item in enumerate(self.sequence(node, what)):
+                # one object at a time, so an error points at that object's line
+                try:
+                    out += load_text(yaml.safe_dump(_construct(item)), source=str(self.path))
+                except ModelError as e:
+                    raise ScenarioError(
+                        self.path, item.start_mark.line + 1,
+                        f"{what}[{i}]: {e.obj or 'object'}: "
+                        + (f"field {e.field}: " if e.field else "") + e.problem,
+                        e.hint or "") from None
+            return out
+        except ModelError as e:
+            raise ScenarioError(self.path, e.line, f"{what}: {e}") from None
+
+
+def _kind(node: yaml.Node) -> str:
+    return {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}.get(type(node), "a scalar")
+
+
+def _construct(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _compose(path: Path, text: str) -> yaml.Node:
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ScenarioError(path, mark.line + 1 if mark else None,
+                            f"invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    nodes = [n for n in nodes if n is not None]
+    if len(nodes) != 1:
+        raise ScenarioError(path, None, f"expected one YAML document, found {len(nodes)}",
+                            "a scenario is one mapping; put Kubernetes objects under 'objects'")
+    return nodes[0]
+
+
+TOP_KEYS = {"description": True, "references": False, "caught_by_fault": False,
+            "features": False, "objects": True, "topology": False, "proxier": False,
+            "flows": False, "steps": False}
+FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
+             "expect": True, "masq": False, "count": False, "sport": False, "source": False,
+             "distribution": False, "affinity": False}
+TOPO_KEYS = {"pod_network": False, "hairpin_mode": False, "client_gateway": False,
+             "nodes": False, "clients": False, "pods": False}
+PROXIER_KEYS = {"cluster_cidr": False, "masquerade_all": False, "nodeport_addresses": False,
+                "localhost_nodeports": False, "capabilities": False}
+STEP_ACTIONS = ("apply", "delete", "restart_proxier", "wait", "flows")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate one scenario file. Raises ``ScenarioError``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(path, None, f"cannot read: {e.strerror or e}") from None
+    return parse_scenario(text, path)
+
+
+def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
+    path = Path(path)
+    r = _Reader(path, text)
+    root = _compose(path, text)
+    top = r.mapping(root, "scenario", TOP_KEYS)
+    lines = {k: v.start_mark.line + 1 for k, v in top.items()}
+
+    description = r.string(top["description"], "description")
+    refs = r.strings(top["references"], "references") if "references" in top else []
+    for i, ref in enumerate(refs):
+        if not ref.startswith(("https://", "http://")):
+            raise r.err(top["references"].value[i], f"references[{i}] {ref!r} is not a URL")
+    fault = r.string(top["caught_by_fault"], "caught_by_fault") if "caught_by_fault" in top else None
+    features = r.strings(top["features"], "features") if "features" in top else []
+    from harness.plugin import FEATURE_MARKERS
+
+    for i, f in enumerate(features):
+        if f not in FEATURE_MARKERS:
+            raise r.err(top["features"].value[i], f"features[{i}]: unknown feature {f!r}",
+                        f"known: {', '.join(sorted(FEATURE_MARKERS))}")
+
+    objects = r.objects(top["objects"], "objects")
+    proxier = _proxier(r, top.get("proxier"))
+
+    # steps first (their objects contribute pods), flows checked afterwards
+    steps: list[Step] = []
+    step_names: dict[str, int] = {}
+    for i, sn in enumerate(r.sequence(top["steps"], "steps") if "steps" in top else []):
+        steps.append(_step(r, sn, i, step_names))
+    flows = _flows(r, top["flows"], "flows") if "flows" in top else []
+    if not flows and not any(s.flows for s in steps):
+        raise r.err(root, "the scenario checks nothing", "add 'flows' (or a 'flows' step)")
+
+    all_objects = objects + [o for s in steps for o in s.objects]
+    topo = _topology(r, top.get("topology"), all_objects, proxier)
+    sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
+                  features, lines)
+    _check_references(r, sc, all_objects)
+    return sc
+
+
+def _proxier(r: _Reader, node: yaml.Node | None) -> ProxierSettings:
+    ps = ProxierSettings()
+    if node is None:
+        return ps
+    m = r.mapping(node, "proxier", PROXIER_KEYS)
+    if "cluster_cidr" in m:
+        v = r.scalar(m["cluster_cidr"], "proxier.cluster_cidr")
+        if v not in ("", None):
+            try:
+                ipaddress.ip_network(str(v))
+            except ValueError:
+                raise r.err(m["cluster_cidr"], f"proxier.cluster_cidr {v!r} is not a CIDR",
+                            'write e.g. 10.244.0.0/16, or "" for none') from None
+        ps.cluster_cidr = "" if v is None else str(v)
+    if "masquerade_all" in m:
+        ps.masquerade_all = r.boolean(m["masquerade_all"], "proxier.masquerade_all")
+    if "nodeport_addresses" in m:
+        ps.nodeport_addresses = r.strings(m["nodeport_addresses"], "proxier.nodeport_addresses")
+        for i, c in enumerate(ps.nodeport_addresses):
+            if c != "primary":
+                try:
+                    ipaddress.ip_network(c)
+                except ValueError:
+                    raise r.err(m["nodeport_addresses"].value[i],
+                                f"proxier.nodeport_addresses[{i}] {c!r} is not a CIDR") from None
+    if "localhost_nodeports" in m:
+        ps.localhost_nodeports = r.boolean(m["localhost_nodeports"], "proxier.localhost_nodeports")
+    if "capabilities" in m:
+        from harness.proxiers import CAPABILITIES
+
+        ps.capabilities = r.strings(m["capabilities"], "proxier.capabilities")
+        for i, c in enumerate(ps.capabilities):
+            if c not in CAPABILITIES:
+                raise r.err(m["capabilities"].value[i], f"unknown capability {c!r}",
+                            f"known: {', '.join(sorted(CAPABILITIES))}")
+    return ps
+
+
+def _step(r: _Reader, node: yaml.Node, i: int, names: dict[str, int]) -> Step:
+    what = f"steps[{i}]"
+    m = r.mapping(node, what, {"name": False, **{a: False for a in STEP_ACTIONS}})
+    actions = [a for a in STEP_ACTIONS if a in m]
+    if len(actions) != 1:
+        raise r.err(node, f"{what} must have exactly one action, has {actions or 'none'}",
+                    f"one of {', '.join(STEP_ACTIONS)}")
+    kind = actions[0]
+    line = node.start_mark.line + 1
+    name = r.string(m["name"], f"{what}.name") if "name" in m else f"{kind} (line {line})"
+    if name in names:
+        raise r.err(m.get("name", node), f"{what}: duplicate step name {name!r}",
+                    f"also used on line {names[name]}")
+    names[name] = line
+    st = Step(kind, line, name)
+    v = m[kind]
+    if kind == "apply":
+        st.objects = r.objects(v, f"{what}.apply")
+    elif kind == "delete":
+        for j, d in enumerate(r.sequence(v, f"{what}.delete")):
+            dm = r.mapping(d, f"{what}.delete[{j}]", {"kind": True, "namespace": False, "name": True})
+            k = r.string(dm["kind"], "kind")
+            if k not in ("Service", "EndpointSlice", "Node"):
+                raise r.err(dm["kind"], f"{what}.delete[{j}]: kind {k!r} is not one a proxier reads")
+            ns = r.string(dm["namespace"], "namespace") if "namespace" in dm else ""
+            if k != "Node" and not ns:
+                raise r.err(d, f"{what}.delete[{j}]: {k} needs a namespace")
+            st.deletes.append((k, ns, r.string(dm["name"], "name")))
+    elif kind == "restart_proxier":
+        st.node = r.string(v, f"{what}.restart_proxier")
+        st.line = v.start_mark.line + 1
+    elif kind == "wait":
+        st.seconds = r.number(v, f"{what}.wait")
+    else:
+        st.flows = _flows(r, v, f"{what}.flows")
+    return st
+
+
+_SEEN_FLOWS_KEY = "_flow_names"
+
+
+def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
+    out = []
+    for i, fn in enumerate(r.sequence(node, what)):
+        w = f"{what}[{i}]"
+        m = r.mapping(fn, f"flow {w}", FLOW_KEYS)
+        name = r.string(m["name"], f"{w}.name")
+        proto = r.string(m["protocol"], f"{w}.protocol").upper() if "protocol" in m else "TCP"
+        if proto not in PROTOCOLS:
+            raise r.err(m["protocol"], f"flow {name!r}: protocol {proto!r} unknown",
+                        f"one of {', '.join(PROTOCOLS)}")
+        exp_node = m["expect"]
+        if isinstance(exp_node, yaml.ScalarNode):
+            exp: list[str] | str = r.string(exp_node, f"{w}.expect")
+            if exp not in OUTCOMES:
+                raise r.err(exp_node, f"flow {name!r}: expect {exp!r} is not an outcome",
+                            f"write {', '.join(OUTCOMES)}, or a list of endpoints (ip:port or pod names)")
+        else:
+            exp = r.strings(exp_node, f"{w}.expect")
+            if not exp:
+                raise r.err(exp_node, f"flow {name!r}: expect is an empty list",
+                            "write 'reject' or 'drop' for flows no endpoint may answer")
+        f = Flow(name=name, src=str(r.scalar(m["from"], f"{w}.from")), protocol=proto,
+                 to=str(r.scalar(m["to"], f"{w}.to")),
+                 port=r.integer(m["port"], f"{w}.port", 1, 65535), expect=exp,
+                 line=fn.start_mark.line + 1)
+        if "masq" in m:
+            f.masq = r.boolean(m["masq"], f"{w}.masq")
+            if isinstance(exp, str):
+                raise r.err(m["masq"], f"flow {name!r}: masq needs endpoints that answer",
+                            f"drop 'masq' for expect: {exp}")
+        if "count" in m:
+            f.count = r.integer(m["count"], f"{w}.count", 1, 20000)
+        if "sport" in m:
+            f.sport = r.integer(m["sport"], f"{w}.sport", 1024, 65535)
+        if "source" in m:
+            f.source = r.string(m["source"], f"{w}.source")
+        if "distribution" in m:
+            f.distribution = r.string(m["distribution"], f"{w}.distribution")
+            if f.distribution != "uniform":
+                raise r.err(m["distribution"], f"flow {name!r}: distribution {f.distribution!r}",
+                            "only 'uniform' is known")
+        if "affinity" in m:
+            f.affinity = r.boolean(m["affinity"], f"{w}.affinity")
+        if (f.distribution or f.affinity) and (isinstance(exp, str) or len(exp) < 2):
+            raise r.err(fn, f"flow {name!r}: statistical checks need at least 2 expected endpoints")
+        if f.distribution and f.affinity:
+            raise r.err(fn, f"flow {name!r}: distribution and affinity exclude each other")
+        if f.sport and (f.distribution or f.affinity):
+            raise r.err(m["sport"], f"flow {name!r}: a fixed sport is one connection; "
+                        "statistical checks need many")
+        f._node = fn  # type: ignore[attr-defined]
+        out.append(f)
+    return out
+
+
+def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: ProxierSettings) -> Any:
+    kw: dict[str, Any] = {}
+    clients = (ClientSpec("client", extra_addresses=0),)
+    extra_nodes: list[dict[str, Any]] = []
+    extra_pods: list[tuple[str, str, str | None, yaml.Node]] = []
+    m: dict[str, yaml.Node] = {}
+    if node is not None:
+        m = r.mapping(node, "topology", TOPO_KEYS)
+        if "pod_network" in m:
+            kw["pod_network"] = r.string(m["pod_network"], "topology.pod_network")
+            if kw["pod_network"] not in ("routed", "bridge"):
+                raise r.err(m["pod_network"], f"topology.pod_network {kw['pod_network']!r}",
+                            "use 'routed' or 'bridge'")
+        if "hairpin_mode" in m:
+            kw["hairpin_mode"] = r.boolean(m["hairpin_mode"], "topology.hairpin_mode")
+        if "client_gateway" in m:
+            kw["client_gateway"] = r.string(m["client_gateway"], "topology.client_gateway")
+        if "nodes" in m:
+            for i, nn in enumerate(r.sequence(m["nodes"], "topology.nodes")):
+                nm = r.mapping(nn, f"topology.nodes[{i}]", {"name": True, "ip": False, "pod_cidr": False})
+                d: dict[str, Any] = {"metadata": {"name": r.string(nm["name"], "name")}, "spec": {},
+                                     "status": {}}
+                if "ip" in nm:
+                    d["status"]["addresses"] = [{"type": "InternalIP", "address": r.string(nm["ip"], "ip")}]
+                if "pod_cidr" in nm:
+                    d["spec"]["podCIDR"] = r.string(nm["pod_cidr"], "pod_cidr")
+                extra_nodes.append(d)
+        if "clients" in m:
+            cl = []
+            for i, cn in enumerate(r.sequence(m["clients"], "topology.clients")):
+                cm = r.mapping(cn, f"topology.clients[{i}]", {"name": True, "ip": False, "extra_addresses": False})
+                cl.append(ClientSpec(r.string(cm["name"], "name"),
+                                     r.integer(cm["extra_addresses"], "extra_addresses", 0, 50)
+                                     if "extra_addresses" in cm else 0,
+                                     r.string(cm["ip"], "ip") if "ip" in cm else None))
+            if not cl:
+                raise r.err(m["clients"], "topology.clients is empty", "give at least one client")
+            clients = tuple(cl)
+        if "pods" in m:
+            for i, pn in enumerate(r.sequence(m["pods"], "topology.pods")):
+                pm = r.mapping(pn, f"topology.pods[{i}]", {"name": True, "node": True, "ip": False})
+                extra_pods.append((r.string(pm["name"], "name"), r.string(pm["node"], "node"),
+                                   r.string(pm["ip"], "ip") if "ip" in pm else None, pn))
+    slices = [o for o in objects if type(o).__name__ == "EndpointSlice"]
+    node_objs = [o.to_dict() for o in objects if type(o).__name__ == "Node"]
+    known = {n["metadata"]["name"] for n in node_objs}
+    nodes = node_objs + [n for n in extra_nodes if n["metadata"]["name"] not in known]
+    known |= {n["metadata"]["name"] for n in extra_nodes}
+    for s in slices:
+        for ep in s.endpoints or ():
+            if ep.nodeName and ep.nodeName not in known:
+                nodes.append({"metadata": {"name": ep.nodeName}})
+                known.add(ep.nodeName)
+    for _, pnode, _, pn in extra_pods:
+        if pnode not in known:
+            raise r.err(pn, f"topology pod on node {pnode!r}, which is not a node",
+                        f"nodes: {', '.join(sorted(known))}")
+    if proxier.cluster_cidr:
+        kw["cluster_cidr"] = proxier.cluster_cidr
+    try:
+        spec, pods = topology_from_objects(slices, nodes, clients=clients, **kw)
+        if extra_pods:
+            from dataclasses import replace
+
+            from harness.topology.spec import PodSpec
+
+            more = tuple(PodSpec(name, pnode, ((8080, "tcp"), (8080, "udp")), ip)
+                         for name, pnode, ip, _ in extra_pods)
+            spec = replace(spec, pods=tuple(spec.pods) + more)
+            validate(spec)
+    except TopologyError as e:
+        raise r.err(node if node is not None else None,
+                    f"the objects and topology do not make a test network: {e}",
+                    "node addresses must be in the lan 192.0.2.0/24 and pod addresses in "
+                    "their node's pod CIDR; rewrite the dump's addresses") from None
+    return spec
+
+
+def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
+    spec = sc.topology
+    res = validate(spec)
+    hosts: dict[str, str] = {}
+    for n in res.nodes:
+        hosts[n] = "node"
+    for c in res.clients:
+        hosts[c] = "client"
+    for p in spec.pods:
+        hosts[p.name] = "pod"
+    addresses: dict[str, str] = {}
+    for n, rn in res.nodes.items():
+        addresses[str(rn.lan_ip)] = n
+    for c, (ip, extras) in res.clients.items():
+        for a in (ip, *extras):
+            addresses[str(a)] = c
+    pods_by_ip = {p.ip: p.name for p in spec.pods if p.ip}
+    addresses.update(pods_by_ip)
+    endpoints: set[str] = set()
+    for o in objects:
+        if type(o).__name__ != "EndpointSlice":
+            continue
+        for ep in o.endpoints or ():
+            for a in ep.addresses or ():
+                for p in o.ports or ():
+                    endpoints.add(f"{a}:{p.port}")
+    slice_pods = {pods_by_ip[e.rsplit(':', 1)[0]] for e in endpoints if e.rsplit(':', 1)[0] in pods_by_ip}
+    names: dict[str, int] = {}
+    for f in sc.all_flows():
+        fn = getattr(f, "_node", None)
+        if f.name in names:
+            raise r.err(fn, f"duplicate flow name {f.name!r}", f"also used on line {names[f.name]}")
+        names[f.name] = f.line
+        fm = {k.value: v for k, v in fn.value} if fn is not None else {}
+        if f.src not in hosts and f.src not in addresses:
+            raise r.err(fm.get("from"), f"flow {f.name!r}: from {f.src!r} is no host or host address",
+                        f"hosts: {', '.join(sorted(hosts))}")
+        if f.source is not None:
+            owner = f.src if f.src in hosts else addresses.get(f.src)
+            if addresses.get(f.source) != owner:
+                raise r.err(fm.get("source"), f"flow {f.name!r}: source {f.source} is not an "
+                            f"address of {owner}")
+        if f.to in hosts:
+            if hosts[f.to] != "node":
+                raise r.err(fm.get("to"), f"flow {f.name!r}: to {f.to!r} is a {hosts[f.to]}",
+                            "write an address, or a node name for its lan address")
+        else:
+            try:
+                ipaddress.ip_address(f.to)
+            except ValueError:
+                raise r.err(fm.get("to"), f"flow {f.name!r}: to {f.to!r} is neither an address "
+                            "nor a node", f"nodes: {', '.join(sorted(res.nodes))}") from None
+        if isinstance(f.expect, list):
+            for j, e in enumerate(f.expect):
+                en = fm["expect"].value[j] if "expect" in fm else None
+                if ":" in e:
+                    if e not in endpoints:
+                        raise r.err(en, f"flow {f.name!r}: endpoint {e} is in no EndpointSlice",
+                                    f"endpoints: {', '.join(sorted(endpoints)) or 'none'}")
+                elif e not in slice_pods:
+                    raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod",
+                                f"endpoint pods: {', '.join(sorted(slice_pods)) or 'none'}")
+    for s in sc.steps:
+        if s.kind == "restart_proxier" and s.node != "all" and s.node not in res.nodes:
+            raise ScenarioError(sc.path, s.line, f"restart_proxier: {s.node!r} is not a node",
+                                f"nodes: {', '.join(sorted(res.nodes))}, or 'all'")
+
+
+def endpoint_pod(spec: Any, endpoint: str) -> str:
+    """The pod name for an expected endpoint (``ip:port`` or a pod name)."""
+    if ":" in endpoint:
+        ip = endpoint.rsplit(":", 1)[0].strip("[]")
+        for p in spec.pods:
+            if p.ip == ip:
+                return p.name
+    return endpoint

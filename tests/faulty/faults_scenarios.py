@@ -1,0 +1,86 @@
+"""Faulty proxiers that reproduce historical Service-proxy bugs, for scenarios/bugs/.
+
+Each fault is the reference proxier with one historical defect put back; the scenario that
+reproduces the bug names it in ``caught_by_fault``. ``caught_by`` lists the scenario's
+behaviour id (``scenario/bugs/k8s-NNNNN``) and ``pytest_args`` adds the scenario file to the
+self-test's conformance run, so ``tests/selftest/test_faults_caught.py`` checks it too;
+``tests/selftest/test_scenarios_catch_faults.py`` runs every scenario against its fault.
+"""
+
+from __future__ import annotations
+
+from tests.faulty.faults import Fault
+
+
+def _scenario(name: str) -> dict:
+    return {"caught_by": (f"scenario/bugs/{name}",), "pytest_args": (f"scenarios/bugs/{name}.yaml",)}
+
+
+def _no_udp_conntrack_cleanup() -> None:
+    # kube-proxy before kubernetes#19029 was fixed: endpoint changes leave UDP conntrack
+    # entries pointing at the old endpoint (or at nothing) in place.
+    from refproxier import daemon
+
+    daemon.clean_stale_entries = lambda ports, family: []
+
+
+def _no_reject_from_forward() -> None:
+    # kube-proxy before kubernetes PR #72534: the REJECT rules for Services without
+    # endpoints were only reached from OUTPUT, so pods (FORWARD) saw a black hole.
+    from refproxier import iptables
+
+    iptables._JUMPS = tuple(j for j in iptables._JUMPS
+                            if not (j[0] == "filter" and j[1] == "FORWARD" and j[2] == iptables.KUBE_SERVICES))
+
+
+def _no_affinity_local_chain() -> None:
+    # kube-proxy before kubernetes#55429 was fixed: no affinity rules in the local-endpoints
+    # chain (KUBE-XLB then, KUBE-SVL now) used by externalTrafficPolicy Local.
+    from refproxier import iptables
+
+    orig = iptables.affinity_rules
+
+    def aff(ctx, sp, chain, endpoints):
+        return [] if chain.startswith(iptables.SVL_PREFIX) else orig(ctx, sp, chain, endpoints)
+    iptables.affinity_rules = aff
+
+
+def _affinity_timeout_minutes_as_seconds() -> None:
+    # kubernetes#35677: the default 180-minute stickiness was written as 180 seconds.
+    import re
+
+    from refproxier import iptables
+
+    orig = iptables.affinity_rules
+
+    def aff(ctx, sp, chain, endpoints):
+        return [re.sub(r"--seconds (\d+)", lambda m: f"--seconds {max(1, int(m.group(1)) // 60)}", r)
+                for r in orig(ctx, sp, chain, endpoints)]
+    iptables.affinity_rules = aff
+
+
+def _no_invalid_drop() -> None:
+    # kube-proxy before kubernetes PR #74840 (issue #74839): no INVALID drop in KUBE-FORWARD.
+    from refproxier import iptables
+
+    orig = iptables.forward_rules
+    iptables.forward_rules = lambda ctx: [r for r in orig(ctx) if "INVALID" not in r]
+
+
+FAULTS_LIST = [
+    Fault("no-udp-conntrack-cleanup",
+          "stale UDP conntrack entries are never deleted when a Service's endpoints change",
+          _no_udp_conntrack_cleanup, **_scenario("k8s-19029")),
+    Fault("no-reject-from-forward",
+          "Services without endpoints are only rejected for the node's own traffic (OUTPUT)",
+          _no_reject_from_forward, **_scenario("k8s-72534")),
+    Fault("no-affinity-local-chain",
+          "ClientIP affinity is ignored on the externalTrafficPolicy Local chain",
+          _no_affinity_local_chain, **_scenario("k8s-55429")),
+    Fault("affinity-timeout-minutes-as-seconds",
+          "ClientIP affinity timeout divided by 60 (minutes taken for seconds)",
+          _affinity_timeout_minutes_as_seconds, **_scenario("k8s-35677")),
+    Fault("no-invalid-drop",
+          "packets conntrack finds INVALID are not dropped in KUBE-FORWARD",
+          _no_invalid_drop, **_scenario("k8s-74839")),
+]
