@@ -127,9 +127,16 @@ class CleanupStack:
 
     def close(self) -> None:
         errors: list[Exception] = []
+        interrupted: KeyboardInterrupt | None = None
         while self._items:
             _, what, fn = self._items.pop()
-            self._call(what, fn, errors)
+            try:
+                self._call(what, fn, errors)
+            except KeyboardInterrupt as e:
+                # a Ctrl-C during teardown must not strand the rest: finish, then re-raise
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
         if errors:
             raise ExceptionGroup("cleanup failed", errors)
 
