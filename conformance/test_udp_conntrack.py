@@ -1,0 +1,179 @@
+"""UDP flows and conntrack: a UDP "connection" is only a conntrack entry, so it outlives rules.
+
+Once a datagram has been DNATed, every later datagram of the same flow (same source port)
+follows the conntrack entry, not the rules; the nat table sees only a flow's first packet.
+When a Service's endpoints change, kube-proxy therefore deletes the UDP entries for the
+Service's addresses whose reply source is not a serving endpoint (pkg/proxy/conntrack,
+``CleanStaleEntries``; before v1.31, per removed endpoint and on 0 -> N endpoints), so that
+a client that keeps one source port (DNS resolvers, syslog, game and VoIP clients) moves to
+a live endpoint on its next datagram instead of black-holing until the entry expires.
+
+Every flow here starts in a pod on the other node than the endpoints, so its conntrack entry
+(the DNAT) lives on the source pod's node; the removed endpoints keep running, so a stale
+entry is visible as a reply from a pod that is no longer an endpoint.
+"""
+
+import pytest
+
+from harness.model import PortSpec
+from harness.netfilter import conntrack_entries
+from harness.traffic.probe import Outcome, probe
+from harness.verdicts import reached_only, refused
+
+pytestmark = pytest.mark.conntrack
+
+PORT_UNREACHABLE = (3, 3)
+SPORT = 41053  # the client's fixed source port: one flow, one conntrack entry
+
+
+def udp_entries(node, cluster_ip, port):
+    return conntrack_entries(node.netns, proto="udp", orig_dst=cluster_ip, orig_dport=port)
+
+
+def stale(node, cluster_ip, port, serving_ips):
+    """UDP entries for cluster_ip:port on ``node`` whose reply source is not serving."""
+    return [e for e in udp_entries(node, cluster_ip, port) if e.reply.src not in set(serving_ips)]
+
+
+def wait_no_stale(timing, node, svc, port, serving_ips):
+    """Bounded wait for the proxier's cleanup; returns what is still stale (empty = clean)."""
+    left = []
+
+    def clean():
+        left[:] = stale(node, svc.cluster_ip, port, serving_ips)
+        return not left
+
+    try:
+        timing.wait_for(clean, f"stale UDP entries for {svc.cluster_ip}:{port} to go")
+    except TimeoutError:
+        pass
+    return left
+
+
+def entries_text(entries):
+    return "\n".join(f"  {e}" for e in entries) or "  (none)"
+
+
+@pytest.mark.behavior(
+    "service/udp/conntrack/flow-follows-endpoint-removal",
+    must="A UDP flow (fixed source port) whose endpoint is removed MUST reach a remaining "
+         "endpoint on its next datagram, and its stale conntrack entry MUST be deleted.",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+)
+@pytest.mark.requires("udp-conntrack-cleanup")
+def test_udp_flow_moves_off_a_removed_endpoint(cluster, timing):
+    pods = cluster.add_pods(2, node=cluster.nodes[0])
+    svc = cluster.create_service(pods, ports=[PortSpec(80, 8080, "UDP")])
+    node = cluster.nodes[1]
+    src = cluster.add_pod(node)
+
+    (first,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
+    assert first.outcome is Outcome.REPLY, f"the flow never started: {first}"
+    removed = next(p for p in pods if p.name == first.pod)
+    kept = next(p for p in pods if p.name != first.pod)
+
+    svc.set_endpoints([kept])
+    left = wait_no_stale(timing, node, svc, 80, {kept.ip})
+    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
+
+    v = reached_only(after, {kept.name})
+    assert v.passed and not left, (
+        f"flow {src.ip}:{SPORT} reached {removed.name} ({removed.ip}) first; after it was "
+        f"removed from the endpoints the flow must reach {kept.name}.\n{v.explain()}\n"
+        f"stale conntrack entries on {node.name} (reply source not a serving endpoint) "
+        f"{timing.positive_s:.1f}s after the proxier acknowledged:\n{entries_text(left)}"
+    )
+
+
+@pytest.mark.behavior(
+    "service/udp/conntrack/zero-to-n-endpoints",
+    must="A UDP flow that started before its Service was programmed MUST be refused while the "
+         "Service has no endpoints, and reach an endpoint on its next datagram once it has some.",
+    ref="https://github.com/kubernetes/kubernetes/issues/48370",
+)
+@pytest.mark.requires("udp-conntrack-cleanup", "reject-no-endpoints")
+def test_udp_flow_stops_black_holing_when_endpoints_appear(cluster, timing):
+    node = cluster.nodes[1]
+    src = cluster.add_pod(node)
+    # Published later: until then no proxier knows the ClusterIP, so the flow's first
+    # datagram leaves the node un-NATed (default route) and conntrack confirms an entry
+    # whose reply source is the ClusterIP itself, as for a client that starts sending
+    # before the proxier has synced a new Service.
+    svc = cluster.create_service([], ports=[PortSpec(80, 8080, "UDP")], sync=False)
+    (early,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, timeout=timing.silence_s)
+    unnated = [e for e in udp_entries(node, svc.cluster_ip, 80) if not e.dnat]
+    assert early.outcome is not Outcome.REPLY and unnated, (
+        "precondition: an un-NATed UDP entry for the unpublished ClusterIP on "
+        f"{node.name}; probe: {early}; entries:\n"
+        f"{entries_text(udp_entries(node, svc.cluster_ip, 80))}"
+    )
+
+    svc.update()  # published, still without endpoints
+    v = refused(probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=2), icmp=PORT_UNREACHABLE)
+    assert v.passed, "with the Service published and no endpoints:\n" + v.explain()
+
+    pod = cluster.add_pod(cluster.nodes[0])
+    svc.set_endpoints([pod])
+    left = wait_no_stale(timing, node, svc, 80, {pod.ip})
+    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
+    v = reached_only(after, {pod.name})
+    assert v.passed and not left, (
+        f"after the Service got endpoint {pod.name} ({pod.ip}), flow {src.ip}:{SPORT} must "
+        f"reach it.\n{v.explain()}\nstale entries on {node.name}:\n{entries_text(left)}"
+    )
+
+
+@pytest.mark.behavior(
+    "service/udp/conntrack/scaled-to-zero-and-back",
+    must="When a UDP Service is scaled to zero new flows MUST be refused; when it gets "
+         "endpoints again, a flow that kept its source port MUST reach a new endpoint.",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+)
+@pytest.mark.requires("udp-conntrack-cleanup", "reject-no-endpoints")
+def test_udp_service_scaled_to_zero_and_back(cluster, timing, record_property):
+    old = cluster.add_pod(cluster.nodes[0])
+    svc = cluster.create_service([old], ports=[PortSpec(80, 8080, "UDP")])
+    node = cluster.nodes[1]
+    src = cluster.add_pod(node)
+    (first,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
+    assert first.pod == old.name, f"the flow never started: {first}"
+
+    svc.set_endpoints([])
+    v = refused(probe(src, svc.cluster_ip, 80, "udp", count=3), icmp=PORT_UNREACHABLE)
+    assert v.passed, f"new flows to the Service scaled to zero:\n{v.explain()}"
+    # The old flow at zero endpoints: kube-proxy <= v1.30 deleted a removed endpoint's
+    # entries (the flow is refused); v1.31+ reconciles only Services with serving endpoints
+    # (the flow keeps reaching the old pod until endpoints return). Informational.
+    (at_zero,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, timeout=timing.silence_s)
+    record_property("old_flow_at_zero_endpoints", str(at_zero))
+
+    new = cluster.add_pod(cluster.nodes[0])
+    svc.set_endpoints([new])
+    left = wait_no_stale(timing, node, svc, 80, {new.ip})
+    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
+    v = reached_only(after, {new.name})
+    assert v.passed and not left, (
+        f"flow {src.ip}:{SPORT} reached {old.name} before the scale to zero ({at_zero} at "
+        f"zero); with {new.name} the only endpoint it must reach {new.name}.\n{v.explain()}\n"
+        f"stale entries on {node.name}:\n{entries_text(left)}"
+    )
+
+
+@pytest.mark.behavior(
+    "service/udp/conntrack/same-port-tcp-and-udp",
+    must="One Service port number exposed on both TCP and UDP MUST translate each protocol "
+         "to its own targetPort.",
+    ref="https://kubernetes.io/docs/concepts/services-networking/service/#multi-port-services",
+)
+def test_same_port_number_on_tcp_and_udp(cluster):
+    # The pods listen on 8080/TCP and 9090/UDP only: a datagram translated with the TCP
+    # port's rules (or not at all) gets no echo reply.
+    pods = cluster.add_pods(2, node=cluster.nodes[0], ports=[(8080, "tcp"), (9090, "udp")])
+    svc = cluster.create_service(pods, ports=[PortSpec(53, 8080, "TCP", "dns-tcp"),
+                                              PortSpec(53, 9090, "UDP", "dns")])
+    src = cluster.add_pod(cluster.nodes[1])
+
+    names = {p.name for p in pods}
+    for proto in ("tcp", "udp"):
+        v = reached_only(probe(src, svc.cluster_ip, 53, proto, count=8), names)
+        assert v.passed, f"{proto.upper()} to {svc.cluster_ip}:53:\n{v.explain()}"

@@ -1,0 +1,59 @@
+"""Faulty proxiers for the data-plane areas: UDP conntrack, INVALID packets, endpoint churn,
+proxier restarts (conformance/test_udp_conntrack.py, test_invalid_packets.py,
+test_endpoint_churn.py, test_proxier_restart.py).
+
+Each fault patches one point of ``refproxier.iptables`` or of the daemon
+(``refproxier.daemon``) and names the behaviours that must catch it. Gathered into the one
+registry by ``tests.faulty.faults``. (faults_scenarios.py has the same defects as
+``no-udp-conntrack-cleanup`` / ``no-invalid-drop`` for its bug scenarios; these are the
+feature checks' own, under their own names.)
+"""
+
+from __future__ import annotations
+
+from harness.proxiers import KUBE_PROXY_IPTABLES_CAPABILITIES
+from refproxier import daemon, iptables
+from tests.faulty.faults import Fault
+
+# The self-test's default capability list predates invalid-drop and resync-on-flush; these
+# faults declare what the reference declares, so no check they must fail is skipped.
+_CAPS = ",".join(sorted(KUBE_PROXY_IPTABLES_CAPABILITIES))
+
+
+def _no_udp_conntrack_cleanup() -> None:
+    # The daemon calls refproxier.daemon.clean_stale_entries through its module namespace.
+    daemon.clean_stale_entries = lambda ports, family=4, run=None: []
+
+
+def _service_keyed_by_port_number() -> None:
+    # A service map keyed by ClusterIP:port: the second protocol on one port number is lost.
+    first: dict[tuple[str, int], str] = {}
+    orig = iptables.service_port_rules
+
+    def spr(ctx, sp):
+        proto = first.setdefault((sp.cluster_ip, sp.port), sp.protocol)
+        if proto != sp.protocol:
+            return iptables.ServicePortRules([], [], [], [])
+        return orig(ctx, sp)
+    iptables.service_port_rules = spr
+
+
+def _no_invalid_drop() -> None:
+    orig = iptables.forward_rules
+    iptables.forward_rules = lambda ctx: [r for r in orig(ctx) if "INVALID" not in r]
+
+
+FAULTS_LIST: list[Fault] = [
+    Fault("udp-cleanup-skipped", "stale UDP conntrack entries are never deleted (the daemon's cleanup seam)",
+          _no_udp_conntrack_cleanup,
+          ("service/udp/conntrack/flow-follows-endpoint-removal",
+           "service/udp/conntrack/zero-to-n-endpoints",
+           "service/udp/conntrack/scaled-to-zero-and-back"),
+          capabilities=_CAPS),
+    Fault("service-keyed-by-port-number", "a Service port's second protocol on the same number is ignored",
+          _service_keyed_by_port_number, ("service/udp/conntrack/same-port-tcp-and-udp",),
+          capabilities=_CAPS),
+    Fault("invalid-forwarded", "no ct state INVALID drop in KUBE-FORWARD (forward_rules)",
+          _no_invalid_drop, ("service/invalid/out-of-window-not-leaked",),
+          capabilities=_CAPS),
+]
