@@ -44,7 +44,9 @@ destination itself may answer); ``masq`` whether the endpoint must see a node ad
 (true) or the client's own (false). Optional: ``count`` probes, ``sport`` (a fixed source
 port: one UDP "connection" across steps), ``source`` (one of the host's addresses),
 ``distribution: uniform`` and ``affinity: true`` (statistical, harness.verdicts; the probe
-count then comes from the stated error rates unless ``count`` is given).
+count then comes from the stated error rates unless ``count`` is given); ``interval``
+(affinity: the connections of each client address are made in rounds this many idle
+seconds apart, so stickiness must outlast the pause).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Flow:
     source: str | None = None
     distribution: str | None = None
     affinity: bool = False
+    interval: float = 0.0  # affinity: idle seconds between rounds of connections
     line: int = 0
 
     def describe(self) -> str:
@@ -300,7 +303,7 @@ TOP_KEYS = {"description": True, "references": False, "caught_by_fault": False,
             "flows": False, "steps": False}
 FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
              "expect": True, "masq": False, "count": False, "sport": False, "source": False,
-             "distribution": False, "affinity": False}
+             "distribution": False, "affinity": False, "interval": False}
 TOPO_KEYS = {"pod_network": False, "hairpin_mode": False, "client_gateway": False,
              "nodes": False, "clients": False, "pods": False}
 PROXIER_KEYS = {"cluster_cidr": False, "masquerade_all": False, "nodeport_addresses": False,
@@ -481,6 +484,11 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
                             "only 'uniform' is known")
         if "affinity" in m:
             f.affinity = r.boolean(m["affinity"], f"{w}.affinity")
+        if "interval" in m:
+            f.interval = r.number(m["interval"], f"{w}.interval")
+            if not f.affinity:
+                raise r.err(m["interval"], f"flow {name!r}: interval is for affinity flows",
+                            "add 'affinity: true' or drop 'interval'")
         if (f.distribution or f.affinity) and (isinstance(exp, str) or len(exp) < 2):
             raise r.err(fn, f"flow {name!r}: statistical checks need at least 2 expected endpoints")
         if f.distribution and f.affinity:

@@ -290,8 +290,15 @@ class _Runner:
         k = min(len(sources), verdicts.affinity_clients_needed(n))
         m = f.count or verdicts.affinity_connections_needed(n, clients=k)
         obs = []
-        for s in sources[:k]:
-            obs += probe(host, dst, f.port, f.protocol.lower(), count=m, source=s, parallel=1)
+        if f.interval:
+            for r in range(m):
+                if r:
+                    self.timing.wait_idle(f.interval)  # the pause is the behaviour under test
+                for s in sources[:k]:
+                    obs += probe(host, dst, f.port, f.protocol.lower(), count=1, source=s)
+        else:
+            for s in sources[:k]:
+                obs += probe(host, dst, f.port, f.protocol.lower(), count=m, source=s, parallel=1)
         v = verdicts.affinity_verdict(obs, pods)
         if not v.passed:
             raise ScenarioFailure(self._msg(f, v.explain()))
@@ -299,10 +306,9 @@ class _Runner:
     def _msg(self, f: Flow, what: str, st: Step | None = None) -> str:
         sc = self.sc
         where = f"{sc.path}:{f.line}"
+        step = f", step {st.name!r}" if st is not None and st.name != "flows" else ""
         lines = [f"scenario {sc.name}: {sc.summary}",
-                 f"flow {f.describe()}  ({where}"
-                 + (f", step {st.name!r})" if st is not None and st.kind != "flows" or
-                    (st is not None and st.name != "flows") else ")"),
+                 f"flow {f.describe()}  ({where}{step})",
                  what.rstrip()]
         if sc.references:
             lines.append("bug: " + " ".join(sc.references))

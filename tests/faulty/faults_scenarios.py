@@ -73,7 +73,7 @@ FAULTS_LIST = [
           _no_udp_conntrack_cleanup, **_scenario("k8s-19029")),
     Fault("no-reject-from-forward",
           "Services without endpoints are only rejected for the node's own traffic (OUTPUT)",
-          _no_reject_from_forward, **_scenario("k8s-72534")),
+          _no_reject_from_forward, **_scenario("k8s-60124")),
     Fault("no-affinity-local-chain",
           "ClientIP affinity is ignored on the externalTrafficPolicy Local chain",
           _no_affinity_local_chain, **_scenario("k8s-55429")),
