@@ -158,3 +158,61 @@ def test_cluster_state_from_state_dir_carries_the_generation(tmp_path):
 def test_cluster_state_from_missing_state_dir_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="state.yaml: cannot read state file"):
         ClusterState.from_state_dir(tmp_path)
+
+
+# libyaml (yaml.CSafeLoader) reads the input when PyYAML has it; the pure loader is the
+# reference for errors. Results must not depend on which one read the text.
+
+_BAD_YAML = [
+    "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: [b\n",
+    "apiVersion: v1\nkind: Node\nmetadata:\n  name: a\n   bad: indent\n",
+    "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n\tkind: tab\n",
+    "apiVersion: v1\nkind: Node\n? [a, b]\n: unhashable-in-python\n",
+]
+
+
+def _with_and_without_libyaml(monkeypatch, f):
+    from servicemodel import load
+
+    out = []
+    for fast in (load._FAST_LOADER, None):
+        monkeypatch.setattr(load, "_FAST_LOADER", fast)
+        try:
+            out.append(("ok", f()))
+        except ModelError as e:
+            out.append(("error", str(e), e.line, e.document))
+    return out
+
+
+@pytest.mark.parametrize("text", _BAD_YAML)
+def test_yaml_errors_do_not_depend_on_libyaml(monkeypatch, text):
+    fast, pure = _with_and_without_libyaml(monkeypatch, lambda: load_text(text, "x.yaml"))
+    assert fast[0] == "error"
+    assert fast == pure
+
+
+def test_objects_and_field_lines_do_not_depend_on_libyaml(monkeypatch):
+    def dump():
+        return [o.to_dict() for o in load_text(KUBECTL_LIST, "list.yaml")]
+
+    fast, pure = _with_and_without_libyaml(monkeypatch, dump)
+    assert fast == pure and fast[0] == "ok"
+    bad = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns}\nspec:\n  ports:\n  - port: http\n"
+    fast, pure = _with_and_without_libyaml(monkeypatch, lambda: load_text(bad, "svc.yaml"))
+    assert fast == pure and fast[2] == 6
+
+
+def test_loading_leaves_the_garbage_collector_as_it_was():
+    import gc
+
+    assert gc.isenabled()
+    load_text(KUBECTL_LIST, "list.yaml")
+    with pytest.raises(ModelError):
+        load_text(_BAD_YAML[0], "x.yaml")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_text(KUBECTL_LIST, "list.yaml")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
