@@ -74,6 +74,7 @@ only once per sync period in large clusters), applying jump rules and canary cha
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import sys
@@ -117,10 +118,16 @@ def _mod() -> ModuleType:
 # Chain names
 
 
+@functools.lru_cache(maxsize=1 << 15)
+def _hash16(text: str) -> str:
+    """First 16 chars of base32(sha256(text)): the first 10 bytes encode to exactly those
+    16 characters. Cached: a sync asks for each endpoint's chain name several times."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
+
+
 def port_proto_hash(port_name: str, protocol: str) -> str:
     """First 16 chars of base32(sha256(servicePortName + protocol)), no separator."""
-    digest = hashlib.sha256((port_name + protocol).encode()).digest()
-    return base64.b32encode(digest).decode()[:16]
+    return _hash16(port_name + protocol)
 
 
 def service_chain_name(port_name: str, protocol: str) -> str:
@@ -141,8 +148,7 @@ def firewall_chain_name(port_name: str, protocol: str) -> str:
 
 def endpoint_chain_name(port_name: str, protocol: str, endpoint: str) -> str:
     """KUBE-SEP- chain for ``endpoint`` written as ``ip:port`` / ``[ip]:port``."""
-    digest = hashlib.sha256((port_name + protocol + endpoint).encode()).digest()
-    return SEP_PREFIX + base64.b32encode(digest).decode()[:16]
+    return SEP_PREFIX + _hash16(port_name + protocol + endpoint)
 
 
 def is_service_chain(chain: str) -> bool:
