@@ -43,6 +43,26 @@ def _no_invalid_drop() -> None:
     iptables.forward_rules = lambda ctx: [r for r in orig(ctx) if "INVALID" not in r]
 
 
+def _endpoint_removal_ignored() -> None:
+    # Removed endpoints stay in the load-balancing chain while the Service has others (a
+    # proxier that only ever adds endpoints until a Service loses all of them).
+    from dataclasses import replace
+
+    seen: dict[tuple[str, str], dict[str, object]] = {}
+    orig = iptables.service_port_rules
+
+    def spr(ctx, sp):
+        key = (sp.port_name_string, sp.protocol)
+        if not sp.cluster_endpoints:
+            seen.pop(key, None)
+            return orig(ctx, sp)
+        known = seen.setdefault(key, {})
+        known.update({ep.address: ep for ep in sp.cluster_endpoints})
+        every = tuple(known[a] for a in sorted(known))
+        return orig(ctx, replace(sp, cluster_endpoints=every, all_reachable_endpoints=every))
+    iptables.service_port_rules = spr
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("udp-cleanup-skipped", "stale UDP conntrack entries are never deleted (the daemon's cleanup seam)",
           _no_udp_conntrack_cleanup,
@@ -55,5 +75,8 @@ FAULTS_LIST: list[Fault] = [
           capabilities=_CAPS),
     Fault("invalid-forwarded", "no ct state INVALID drop in KUBE-FORWARD (forward_rules)",
           _no_invalid_drop, ("service/invalid/out-of-window-not-leaked",),
+          capabilities=_CAPS),
+    Fault("endpoint-removal-ignored", "removed endpoints stay in the rules while others remain",
+          _endpoint_removal_ignored, ("service/churn/no-removed-endpoint-after-ack",),
           capabilities=_CAPS),
 ]
