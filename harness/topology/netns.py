@@ -95,6 +95,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IFNAMSIZ = 15  # usable characters of an interface name
+IFA_F_NODAD = 0x02
 
 
 # ------------------------------------------------------------------------ cleanup stack
@@ -376,9 +377,19 @@ class Topology:
 
     # -- building ----------------------------------------------------------------------
 
-    def _create_netns(self, name: str) -> None:
+    def _create_netns(self, name: str, cleanup: CleanupStack | None = None) -> None:
         pr_netns.create(name)
-        self._cleanup.push(f"netns {name}", lambda: self._remove_netns(name))
+        (cleanup or self._cleanup).push(f"netns {name}", lambda: self._remove_netns(name))
+        if self.resolved.lan.version == 6:
+            # before any interface exists: no duplicate address detection on links we
+            # built ourselves, so link-local addresses (used by neighbour discovery) are
+            # usable at once instead of after ~1 s, which cost first probes a SYN retry
+            worker = NetnsThread(name)
+            try:
+                for conf in ("all", "default"):
+                    worker.call(write_sysctl, f"net.ipv6.conf.{conf}.accept_dad", 0)
+            finally:
+                worker.close()
 
     def _remove_netns(self, name: str) -> None:
         ino = netns_inode(name)
@@ -395,7 +406,8 @@ class Topology:
             lan.link("set", index=lan.link_lookup(ifname="lo")[0], state="up")
             lan.link("add", ifname="br0", kind="bridge")
             br = lan.link_lookup(ifname="br0")[0]
-            lan.addr("add", index=br, address=str(r.router), prefixlen=lan_len)
+            lan.addr("add", index=br, address=str(r.router), prefixlen=lan_len,
+                     **({"flags": IFA_F_NODAD} if r.lan.version == 6 else {}))
             lan.link("set", index=br, state="up")
 
             def attach(ns: str, port: str, addrs: list[IPAddress]) -> None:
@@ -407,8 +419,17 @@ class Topology:
                 with IPRoute(netns=ns) as ipr:
                     ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                     eth = _nl_retry(lambda: ipr.link_lookup(ifname="eth0")[0])
-                    for a in addrs:
-                        ipr.addr("add", index=eth, address=str(a), prefixlen=lan_len)
+                    for k, a in enumerate(addrs):
+                        extra: dict[str, Any] = {}
+                        if a.version == 6:
+                            # usable at once (no duplicate address detection on our own
+                            # lan), and secondaries deprecated so the kernel never picks
+                            # one as a default source (IPv4 marks them secondary itself)
+                            extra = {"flags": IFA_F_NODAD}
+                            if k:
+                                extra.update(preferred_lft=0, valid_lft=0xFFFFFFFF)
+                        ipr.addr("add", index=eth, address=str(a), prefixlen=lan_len,
+                                 **extra)
                     ipr.link("set", index=eth, state="up")
 
             for rn in r.nodes.values():
@@ -466,10 +487,12 @@ class Topology:
                 if other is not node:
                     ipr.route("add", dst=other.pod_cidr, gateway=other.lan_ip)
             if self.spec.pod_network == "bridge":
-                ipr.link("add", ifname="cni0", kind="bridge")
+                ipr.link("add", ifname="cni0", kind="bridge", br_mcast_snooping=0)
                 br = ipr.link_lookup(ifname="cni0")[0]
                 pc = ipaddress.ip_network(node.pod_cidr)
-                ipr.addr("add", index=br, address=node.pod_gateway, prefixlen=pc.prefixlen)
+                nodad = {"flags": IFA_F_NODAD} if pc.version == 6 else {}
+                ipr.addr("add", index=br, address=node.pod_gateway, prefixlen=pc.prefixlen,
+                         **nodad)
                 ipr.link("set", index=br, state="up")
         if self.spec.pod_network == "bridge":
             key = "net.bridge.bridge-nf-call-iptables"
@@ -519,8 +542,7 @@ class Topology:
             self._names.pop(name, None)
         sub.push("forget pod", forget)
         try:
-            pr_netns.create(ns)
-            sub.push(f"netns {ns}", lambda: self._remove_netns(ns))
+            self._create_netns(ns, sub)
             if pod._worker is None:
                 pod._worker = NetnsThread(ns)
                 sub.push(f"thread in {ns}", pod._worker.close)
@@ -551,14 +573,16 @@ class Topology:
                 ipr.link("set", index=idx, state="up")
             else:
                 ipr.addr("add", index=idx, address=n.pod_gateway,
-                         prefixlen=pc.max_prefixlen)
+                         prefixlen=pc.max_prefixlen,
+                         **({"flags": IFA_F_NODAD} if pc.version == 6 else {}))
                 ipr.link("set", index=idx, state="up")
                 ipr.route("add", dst=f"{pod_ip}/{pc.max_prefixlen}", oif=idx, scope=253)
         with pod.iproute() as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             eth = _nl_retry(lambda: ipr.link_lookup(ifname="eth0")[0])
             plen = pc.prefixlen if bridge else pc.max_prefixlen
-            ipr.addr("add", index=eth, address=str(pod_ip), prefixlen=plen)
+            nodad = {"flags": IFA_F_NODAD} if pod_ip.version == 6 else {}
+            ipr.addr("add", index=eth, address=str(pod_ip), prefixlen=plen, **nodad)
             ipr.link("set", index=eth, state="up")
             if not bridge:
                 ipr.route("add", dst=f"{n.pod_gateway}/{pc.max_prefixlen}", oif=eth,

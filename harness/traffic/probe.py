@@ -11,8 +11,9 @@ Outcomes, and how each is established (never guessed):
 * RESET   -- TCP connect refused and *no* ICMP error quoting this probe arrived.
 * ICMP    -- an ICMP error quoting this probe's 5-tuple: ``icmp_type``/``icmp_code``. UDP
   reads it from the socket's error queue (IP_RECVERR); TCP cannot tell an RST from an
-  ICMP port-unreachable by errno (both ECONNREFUSED), so a raw ICMP socket in the host's
-  namespace captures the error and the quoted header (parsed with scapy) is matched.
+  ICMP port-unreachable by errno (both ECONNREFUSED), so a raw ICMP (or ICMPv6) socket in
+  the host's namespace captures the error and the quoted header (parsed with scapy) is
+  matched.
 * TIMEOUT -- nothing within ``timeout`` (default: ``timing.positive_s``; pass
   ``timing.silence_s`` when silence is the expected answer).
 * ERROR   -- a local failure (no route, address not available, a garbled reply): ``error``.
@@ -56,6 +57,10 @@ ICMP_FILTER = 1
 # unreachable, time exceeded, parameter problem. (Redirects and source quench are advice,
 # not an answer; TCP ignores them, so do we.)
 _ICMP_ERROR_TYPES = (3, 11, 12)
+# ICMPv6: destination unreachable, packet too big is advice (PMTU), time exceeded,
+# parameter problem
+_ICMP6_ERROR_TYPES = (1, 3, 4)
+ICMP6_FILTER = 1
 _RECVERR = struct.Struct("=IBBBBII")
 _LINGER0 = struct.pack("ii", 1, 0)
 
@@ -217,14 +222,20 @@ class _Engine:
         p.sock.close()
 
     def _open_icmp(self) -> socket.socket | None:
-        if self.family != socket.AF_INET:
-            return None  # TODO(ipv6): ICMPv6 capture; until then RESET vs ICMP is v4-only
-        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        # let only error messages through (the filter is a bitmask of types to *drop*)
-        mask = 0xFFFFFFFF
-        for t in _ICMP_ERROR_TYPES:
-            mask &= ~(1 << t)
-        raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", mask))
+        if self.family == socket.AF_INET:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            # let only error messages through (a bitmask of types to *drop*)
+            mask = 0xFFFFFFFF
+            for t in _ICMP_ERROR_TYPES:
+                mask &= ~(1 << t)
+            raw.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", mask))
+        else:
+            raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            # struct icmp6_filter: 256 bits, a set bit blocks that type
+            bits = [0xFFFFFFFF] * 8
+            for t in _ICMP6_ERROR_TYPES:
+                bits[t >> 5] &= ~(1 << (t & 31))
+            raw.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *bits))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         raw.setblocking(False)
         self.raw_fd = raw.fileno()
@@ -404,20 +415,34 @@ def _offender(sa: bytes) -> str | None:
 
 
 def _parse_icmp(packets: Iterable[tuple[bytes, str]]) -> dict[tuple[str, int], tuple[int, int, str]]:
-    """ICMP errors (raw IPv4 packets) -> {(quoted src, quoted sport): (type, code, sender)}."""
+    """ICMP errors -> {(quoted src, quoted sport): (type, code, sender)}.
+
+    IPv4 raw sockets deliver the whole IP packet, ICMPv6 raw sockets the ICMPv6 message
+    only; the sender's address tells which.
+    """
     from scapy.layers.inet import ICMP, IP, IPerror, TCPerror, UDPerror  # slow import: lazy
+    from scapy.layers.inet6 import IPerror6, icmp6typescls
 
     out: dict[tuple[str, int], tuple[int, int, str]] = {}
     for data, sender in packets:
-        pkt = IP(data)
-        if ICMP not in pkt or IPerror not in pkt:
+        if ":" in sender:
+            cls = icmp6typescls.get(data[0]) if data else None
+            if cls is None:
+                continue
+            pkt = cls(data)
+            inner, itype, icode = pkt.getlayer(IPerror6), data[0], data[1]
+        else:
+            pkt = IP(data)
+            if ICMP not in pkt:
+                continue
+            inner, itype, icode = pkt.getlayer(IPerror), pkt[ICMP].type, pkt[ICMP].code
+        if inner is None:
             continue
-        inner = pkt[IPerror]
         l4 = inner.getlayer(TCPerror) or inner.getlayer(UDPerror)
         sport = getattr(l4, "sport", None) if l4 is not None else None
         if sport is None:
             continue
-        out[(inner.src, int(sport))] = (int(pkt[ICMP].type), int(pkt[ICMP].code), sender)
+        out[(inner.src, int(sport))] = (int(itype), int(icode), sender)
     return out
 
 
@@ -460,6 +485,7 @@ def probe(
     par = 1 if sport else max(1, parallel if parallel is not None else min(count, 32))
     if proto != "udp" and icmp_capture:
         import scapy.layers.inet  # noqa: F401 - once per process, not inside a timed probe
+        import scapy.layers.inet6  # noqa: F401
     engine = _Engine(str(dst), int(dport), proto, count, source, sport, t, par, payload,
                      icmp_capture, close == "reset")
     return host.call(engine.run)
