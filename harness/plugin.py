@@ -242,6 +242,9 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
         nodes=[NodeSpec(name=f"node{i + 1}") for i in range(n_nodes)],
         clients=[ClientSpec(name=f"client{i + 1}", extra_addresses=16) for i in range(n_clients)],
         pod_network=pytestconfig.getoption("pod_network"),
+        # Bridge mode as kubelet sets it up (--hairpin-mode=hairpin-veth): without
+        # hairpin_mode a pod cannot reach itself through a Service (conformance/test_hairpin.py).
+        hairpin_mode=pytestconfig.getoption("pod_network") == "bridge",
     )
     workdir = tmp_path_factory.mktemp("cluster")
     keep = pytestconfig.getoption("keep_on_failure")
