@@ -4,8 +4,9 @@
    gateway node (iptables-nft PREROUTING, plus MASQUERADE) to a pod on the other node;
    the probe engine (parallel 1, 8, 32) side by side with a bare loop of blocking
    connects over the same path, interleaved in rounds, medians reported.
-2. The echo server's design: one process serving N pods vs one interpreter per pod
-   (time until every pod listens, and memory: RSS and PSS summed over the processes).
+2. The echo server's design: one process serving N pods vs one interpreter per pod vs a
+   thread in the caller (time until every pod listens; memory: RSS and PSS summed over the
+   processes), and the probe rate with the echo in a process vs a thread of the prober.
 3. Set-up time of the smoke topology: 2 nodes + 1 client + 3 pods, echo server included.
 
 Usage: sudo .venv/bin/python benchmarks/probe_rate.py [--probes 2000] [--rounds 5]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import statistics
@@ -133,6 +135,16 @@ def bench_echo(n_pods: int) -> dict:
                                   "pss_kb": sum(m[1] for m in mems), "processes": n_pods}
         for e in many:
             e.close()
+        # a thread in this process: no start-up, no extra interpreter
+        t0 = time.perf_counter()
+        rss0 = _mem_kb(os.getpid())[0]
+        th = EchoServer(timing=topo.timing, thread=True)
+        for p in pods:
+            th.add_pod(p)
+        out["thread_in_caller"] = {"startup_s": round(time.perf_counter() - t0, 3),
+                                   "rss_delta_kb": _mem_kb(os.getpid())[0] - rss0,
+                                   "processes": 0}
+        th.close()
         # adding one more pod to a running server (what a test pays for topo.add_pod's echo)
         one = EchoServer(timing=topo.timing)
         extra = topo.add_pod("extra", "node-a")
@@ -141,6 +153,30 @@ def bench_echo(n_pods: int) -> dict:
         out["add_pod_to_running_server_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         one.close()
     return out
+
+
+def bench_echo_rate(n: int, rounds: int) -> dict:
+    """Probe rate straight to a pod, echo served by a process vs a thread of the prober's
+    own process (which then shares the GIL with the probe engine)."""
+    rates: dict[str, list[float]] = {}
+    with Topology(spec(), echo=False) as topo:
+        pod = topo.add_pod("p", "node-b")
+        client = topo.clients["client"]
+        for _ in range(rounds):
+            for mode in ("process", "thread"):
+                echo = EchoServer(timing=topo.timing, thread=mode == "thread")
+                try:
+                    echo.add_pod(pod)
+                    for par in (1, 32):
+                        t0 = time.perf_counter()
+                        obs = probe(client, pod.ip, 8080, count=n, parallel=par)
+                        dt = time.perf_counter() - t0
+                        good = sum(o.outcome is Outcome.REPLY for o in obs)
+                        rates.setdefault(f"{mode}_p{par}", []).append(good / dt)
+                finally:
+                    echo.close()
+    return {"probes_per_round": n, "rounds": rounds,
+            "median_per_s": {k: round(statistics.median(v)) for k, v in rates.items()}}
 
 
 def bench_setup(repeats: int) -> dict:
@@ -169,6 +205,7 @@ def main() -> None:
         "python": platform.python_version(),
         "setup": bench_setup(5),
         "echo": bench_echo(args.echo_pods),
+        "echo_rate_tcp": bench_echo_rate(args.probes, args.rounds),
         "dnat_tcp": bench_dnat(args.probes, args.rounds),
     }
     for key, value in result.items():
