@@ -84,3 +84,17 @@ FAULTS_LIST = [
           "packets conntrack finds INVALID are not dropped in KUBE-FORWARD",
           _no_invalid_drop, **_scenario("k8s-74839")),
 ]
+
+
+def _localhost_nodeports_unconditional() -> None:
+    # kube-proxy before kubernetes PRs #107684/#108250 (issue #90259): localhost NodePorts,
+    # and route_localnet=1, whatever the flags say.
+    from refproxier.config import ProxierConfig
+
+    ProxierConfig._localhost_nodeports_allowed = lambda self: not self.is_ipv6
+
+
+FAULTS_LIST.append(
+    Fault("localhost-nodeports-unconditional",
+          "NodePorts answer on 127.0.0.1 (route_localnet=1) even with localhost nodePorts off",
+          _localhost_nodeports_unconditional, **_scenario("k8s-90259")))
