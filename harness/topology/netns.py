@@ -254,7 +254,10 @@ class Host:
 
 @dataclass(eq=False)
 class Node(Host):
-    """A cluster node: lan ``eth0`` at ``lan_ip``, pods in ``pod_cidr``."""
+    """A cluster node: lan ``eth0`` at ``lan_ip``, pods in ``pod_cidr``.
+
+    ``addresses`` is ``[lan_ip, pod_gateway]``: every address the node owns.
+    """
 
     lan_ip: str = ""
     pod_cidr: str = ""
@@ -435,8 +438,11 @@ class Topology:
             for rn in r.nodes.values():
                 ns = self.alloc.netns_name("node", rn.index)
                 attach(ns, f"node{rn.index}", [rn.lan_ip])
+                # the pod gateway is a local address of the node too (cni0 or every host
+                # veth): a node reaching a local pod, or masquerading to it, uses it
                 self.nodes[rn.name] = Node(
-                    name=rn.name, netns=ns, ip=str(rn.lan_ip), addresses=[str(rn.lan_ip)],
+                    name=rn.name, netns=ns, ip=str(rn.lan_ip),
+                    addresses=[str(rn.lan_ip), str(rn.gateway)],
                     _topo=self, lan_ip=str(rn.lan_ip), pod_cidr=str(rn.pod_cidr),
                     pod_gateway=str(rn.gateway), index=rn.index)
                 self._names[rn.name] = "node"
