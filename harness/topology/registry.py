@@ -144,3 +144,8 @@ def reap_stale_runs() -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             reaped.append(path.name)
     return reaped
+
+
+if __name__ == "__main__":  # ``python -m harness.topology.registry``: reap by hand (root)
+    for prefix in reap_stale_runs():
+        print(f"reaped {prefix}")
