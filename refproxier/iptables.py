@@ -83,6 +83,7 @@ from types import ModuleType
 
 from refproxier.config import ProxierConfig
 from refproxier.proxystate import EndpointInfo, ProxyState, ServicePortInfo
+from servicemodel.load import gc_paused
 
 KUBE_SERVICES = "KUBE-SERVICES"
 KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
@@ -568,6 +569,13 @@ def render(
     existing_nat_chains: frozenset[str] = frozenset(),
 ) -> str:
     """The ``iptables-restore --noflush`` input for one sync (see module docstring)."""
+    with gc_paused():
+        return _render(proxy_state, config, changed, existing_nat_chains)
+
+
+def _render(
+    proxy_state: ProxyState, config: ProxierConfig, changed: set[str] | None, existing_nat_chains: frozenset[str]
+) -> str:
     m = _mod()
     ctx = RenderContext(config, proxy_state.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD)
 

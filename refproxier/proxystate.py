@@ -21,6 +21,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from refproxier.config import ProxierConfig
 from servicemodel.cluster import SERVICE_NAME_LABEL, ClusterState
+from servicemodel.load import gc_paused
 
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
@@ -457,6 +458,11 @@ def categorize_endpoints(
 
 def build_proxy_state(cluster: ClusterState, config: ProxierConfig) -> ProxyState:
     """kube-proxy's service and endpoint maps for ``config.hostname`` and ``config.ip_family``."""
+    with gc_paused():
+        return _build_proxy_state(cluster, config)
+
+
+def _build_proxy_state(cluster: ClusterState, config: ProxierConfig) -> ProxyState:
     b = _Builder(config)
     ports_by_service: dict[tuple[str, str], list[ServicePortInfo]] = {}
     known_services: set[tuple[str, str]] = set()
