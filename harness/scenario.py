@@ -257,6 +257,7 @@ class _Reader:
                                    f"looked for {p}")
                 return load_objects(p)
             out = []
+            self.no_duplicate_keys(node, what)
             for i, item in enumerate(self.sequence(node, what)):
                 # one object at a time, so an error points at that object's line
                 try:
@@ -268,8 +269,22 @@ class _Reader:
                         + (f"field {e.field}: " if e.field else "") + e.problem,
                         e.hint or "") from None
             return out
-        except ModelError as e:
-            raise ScenarioError(self.path, e.line, f"{what}: {e}") from None
+        except ModelError as e:  # from a dump file: its own file and line are in the message
+            raise ScenarioError(self.path, node.start_mark.line + 1, f"{what}: {e}") from None
+
+    def no_duplicate_keys(self, node: yaml.Node, what: str) -> None:
+        """YAML keeps the last of two equal keys silently; in a scenario that is an error."""
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for k, v in node.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else id(k)
+                if key in seen:
+                    raise self.err(k, f"{what}: duplicate key {key!r}", "write each key once")
+                seen.add(key)
+                self.no_duplicate_keys(v, what)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                self.no_duplicate_keys(v, what)
 
 
 def _kind(node: yaml.Node) -> str:

@@ -1,0 +1,200 @@
+"""The scenario loader: strict keys, names and references, each error with file and line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.scenario import ScenarioError, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+
+OBJECTS = """\
+objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: web, namespace: default}
+    spec:
+      clusterIP: 10.96.0.20
+      ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata:
+      name: web-abc
+      namespace: default
+      labels: {kubernetes.io/service-name: web}
+    addressType: IPv4
+    endpoints:
+      - addresses: [10.244.1.5]
+        conditions: {ready: true}
+        nodeName: node-a
+        targetRef: {kind: Pod, name: web-0, namespace: default}
+    ports: [{name: http, port: 8080, protocol: TCP}]
+"""  # 20 lines
+
+GOOD_FLOW = "  - {name: ok, from: client, to: 10.96.0.20, port: 80, expect: [web-0]}\n"
+
+
+def scenario(body: str = "", flows: str = GOOD_FLOW, head: str = "description: test\n") -> str:
+    return head + OBJECTS + textwrap.dedent(body) + ("flows:\n" + flows if flows else "")
+
+
+def error(text: str, tmp_path: Path | None = None) -> ScenarioError:
+    with pytest.raises(ScenarioError) as ei:
+        parse_scenario(text, "s.yaml")
+    return ei.value
+
+
+def test_a_good_scenario_loads():
+    sc = parse_scenario(scenario(), "s.yaml")
+    assert [f.name for f in sc.flows] == ["ok"]
+    assert {p.name for p in sc.topology.pods} == {"web-0"}
+    assert sc.flows[0].line == 23
+
+
+def test_unknown_top_level_key_names_file_and_line():
+    e = error(scenario("colour: blue\n"))
+    assert "unknown key 'colour'" in str(e) and e.line == 22
+    assert str(e).startswith("s.yaml:22:")
+
+
+def test_unknown_flow_key():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: [web-0], mask: true}\n"))
+    assert "unknown key 'mask'" in str(e) and e.line == 23
+
+
+def test_duplicate_yaml_key():
+    e = error(scenario("proxier:\n  masquerade_all: true\n  masquerade_all: false\n"))
+    assert "duplicate key 'masquerade_all'" in str(e) and e.line == 24
+
+
+def test_duplicate_flow_names_across_steps():
+    body = "steps:\n  - flows:\n" + "    " + GOOD_FLOW.strip() + "\n"
+    e = error(scenario(body))
+    assert "duplicate flow name 'ok'" in str(e)
+    assert e.line == 24 and "also used on line 26" in e.hint
+
+
+def test_flow_from_a_host_that_does_not_exist():
+    e = error(scenario(flows="  - {name: x, from: nobody, to: 10.96.0.20, port: 80, expect: [web-0]}\n"))
+    assert "from 'nobody' is no host" in str(e) and e.line == 23
+    assert "web-0" in e.hint and "client" in e.hint
+
+
+def test_expected_endpoint_in_no_slice():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: [10.244.1.6:8080]}\n"))
+    assert "endpoint 10.244.1.6:8080 is in no EndpointSlice" in str(e) and e.line == 23
+
+
+def test_expected_pod_that_is_no_endpoint():
+    e = error(scenario("topology:\n  pods: [{name: curl, node: node-a}]\n",
+                       flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: [curl]}\n"))
+    assert "'curl' is no endpoint pod" in str(e)
+
+
+def test_endpoint_on_the_wrong_port():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: [10.244.1.5:80]}\n"))
+    assert "is in no EndpointSlice" in str(e)
+
+
+def test_bad_outcome_and_protocol():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: refuse}\n"))
+    assert "expect 'refuse' is not an outcome" in str(e) and e.line == 23
+    e = error(scenario(flows="  - {name: x, from: client, protocol: ICMP, to: 10.96.0.20, port: 80, expect: drop}\n"))
+    assert "protocol 'ICMP' unknown" in str(e)
+
+
+def test_masq_without_endpoints_is_an_error():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: drop, masq: true}\n"))
+    assert "masq needs endpoints" in str(e)
+
+
+def test_missing_required_keys():
+    e = error(scenario(flows="  - {name: x, from: client, port: 80, expect: drop}\n"))
+    assert "missing 'to'" in str(e) and e.line == 23
+    e = error(scenario(head=""))
+    assert "missing 'description'" in str(e)
+
+
+def test_nothing_checked():
+    e = error(scenario(flows=""))
+    assert "checks nothing" in str(e)
+
+
+def test_step_with_two_actions_and_unknown_restart_node():
+    e = error(scenario("steps:\n  - {wait: 1, restart_proxier: node-a}\n"))
+    assert "exactly one action" in str(e) and e.line == 23
+    e = error(scenario("steps:\n  - {restart_proxier: node-z}\n"))
+    assert "'node-z' is not a node" in str(e)
+
+
+def test_to_must_be_an_address_or_a_node():
+    e = error(scenario(flows="  - {name: x, from: client, to: web, port: 80, expect: drop}\n"))
+    assert "neither an address nor a node" in str(e)
+
+
+def test_inline_object_error_points_at_the_object():
+    bad = scenario().replace("port: 80,", "port: eighty,", 1)
+    e = error(bad)
+    assert e.line == 3 and "objects[0]" in str(e) and "Service default/web" in str(e)
+    assert "spec.ports[0].port" in str(e)
+
+
+def test_duplicate_key_inside_an_inline_object():
+    bad = scenario().replace("      clusterIP: 10.96.0.20\n", "      clusterIP: 10.96.0.20\n      clusterIP: 10.96.0.21\n", 1)
+    e = error(bad)
+    assert "duplicate key 'clusterIP'" in str(e) and e.line == 8
+
+
+def test_dump_file_relative_to_the_scenario(tmp_path):
+    (tmp_path / "dump.yaml").write_text("apiVersion: v1\nkind: List\nitems:\n"
+                                        + OBJECTS.split("\n", 1)[1])
+    text = "description: d\nobjects: dump.yaml\nflows:\n" + GOOD_FLOW
+    (tmp_path / "s.yaml").write_text(text)
+    sc = load_scenario(tmp_path / "s.yaml")
+    assert {p.name for p in sc.topology.pods} == {"web-0"}
+    (tmp_path / "s.yaml").write_text(text.replace("dump.yaml", "missing.yaml"))
+    with pytest.raises(ScenarioError, match="no file 'missing.yaml'") as ei:
+        load_scenario(tmp_path / "s.yaml")
+    assert ei.value.line == 2
+    (tmp_path / "dump.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n")
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ScenarioError, match="dump.yaml:1 .*metadata.namespace is missing") as ei:
+        load_scenario(tmp_path / "s.yaml")
+    assert ei.value.line == 2
+
+
+def test_node_addresses_outside_the_lan_are_a_topology_error():
+    node = ("  - apiVersion: v1\n    kind: Node\n    metadata: {name: node-a}\n"
+            "    status: {addresses: [{type: InternalIP, address: 172.16.0.4}]}\n")
+    text = scenario().replace("objects:\n", "objects:\n" + node, 1)
+    e = error(text)
+    assert "172.16.0.4" in str(e) and "lan" in str(e)
+
+
+def test_unknown_feature_and_capability():
+    e = error(scenario("features: [teleport]\n"))
+    assert "unknown feature 'teleport'" in str(e)
+    e = error(scenario("proxier:\n  capabilities: [telepathy]\n"))
+    assert "unknown capability 'telepathy'" in str(e)
+
+
+def test_statistical_flows_need_endpoints():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: [web-0], affinity: true}\n"))
+    assert "at least 2 expected endpoints" in str(e)
+
+
+def test_invalid_yaml():
+    e = error("description: [unclosed\n")
+    assert "invalid YAML" in str(e)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").rglob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_scenario_loads(path):
+    if "dumps" in path.parts:
+        pytest.skip("a kubectl dump, not a scenario")
+    sc = load_scenario(path)
+    assert sc.description and sc.all_flows()
