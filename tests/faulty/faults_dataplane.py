@@ -63,6 +63,25 @@ def _endpoint_removal_ignored() -> None:
     iptables.service_port_rules = spr
 
 
+def _restart_flushes_conntrack() -> None:
+    # A proxier that "starts clean": conntrack -F in its node's namespace on every start.
+    import subprocess
+
+    orig = daemon.run
+
+    def run(config, state_dir):
+        if not daemon.in_root_netns():  # the daemon refuses the root namespace; so do we
+            subprocess.run(["conntrack", "-F"], capture_output=True, check=False)
+        return orig(config, state_dir)
+    daemon.run = run
+
+
+def _canary_ignored() -> None:
+    # Flushed tables are noticed only by the next full sync; with --sync-period 3600 (the
+    # fault's proxier_args) that is kube-proxy v1.28+'s hourly full sync.
+    daemon.Daemon.check_canaries = lambda self: None
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("udp-cleanup-skipped", "stale UDP conntrack entries are never deleted (the daemon's cleanup seam)",
           _no_udp_conntrack_cleanup,
@@ -79,4 +98,10 @@ FAULTS_LIST: list[Fault] = [
     Fault("endpoint-removal-ignored", "removed endpoints stay in the rules while others remain",
           _endpoint_removal_ignored, ("service/churn/no-removed-endpoint-after-ack",),
           capabilities=_CAPS),
+    Fault("restart-flushes-conntrack", "conntrack -F when the proxier starts",
+          _restart_flushes_conntrack, ("service/restart/established-flows-survive",),
+          capabilities=_CAPS),
+    Fault("canary-ignored", "a flushed nat table is not noticed (canary chains not watched)",
+          _canary_ignored, ("service/restart/rules-recreated-after-flush",),
+          proxier_args=("--sync-period", "3600"), capabilities=_CAPS),
 ]
