@@ -1,7 +1,8 @@
 """Faulty proxiers that reproduce historical Service-proxy bugs, for scenarios/bugs/.
 
 Each fault is the reference proxier with one historical defect put back; the scenario that
-reproduces the bug names it in ``caught_by_fault``. ``caught_by`` lists the scenario's
+reproduces the bug names it in ``caught_by_fault`` (scenarios also name faults defined in the
+other fault modules, e.g. ``udp-cleanup-skipped`` in faults_dataplane.py). ``caught_by`` lists the scenario's
 behaviour id (``scenario/bugs/k8s-NNNNN``) and ``pytest_args`` adds the scenario file to the
 self-test's conformance run, so ``tests/selftest/test_faults_caught.py`` checks it too;
 ``tests/selftest/test_scenarios_catch_faults.py`` runs every scenario against its fault.
@@ -14,14 +15,6 @@ from tests.faulty.faults import Fault
 
 def _scenario(name: str) -> dict:
     return {"caught_by": (f"scenario/bugs/{name}",), "pytest_args": (f"scenarios/bugs/{name}.yaml",)}
-
-
-def _no_udp_conntrack_cleanup() -> None:
-    # kube-proxy before kubernetes#19029 was fixed: endpoint changes leave UDP conntrack
-    # entries pointing at the old endpoint (or at nothing) in place.
-    from refproxier import daemon
-
-    daemon.clean_stale_entries = lambda ports, family: []
 
 
 def _no_reject_from_forward() -> None:
@@ -59,18 +52,7 @@ def _affinity_timeout_minutes_as_seconds() -> None:
     iptables.affinity_rules = aff
 
 
-def _no_invalid_drop() -> None:
-    # kube-proxy before kubernetes PR #74840 (issue #74839): no INVALID drop in KUBE-FORWARD.
-    from refproxier import iptables
-
-    orig = iptables.forward_rules
-    iptables.forward_rules = lambda ctx: [r for r in orig(ctx) if "INVALID" not in r]
-
-
 FAULTS_LIST = [
-    Fault("no-udp-conntrack-cleanup",
-          "stale UDP conntrack entries are never deleted when a Service's endpoints change",
-          _no_udp_conntrack_cleanup, **_scenario("k8s-19029")),
     Fault("no-reject-from-forward",
           "Services without endpoints are only rejected for the node's own traffic (OUTPUT)",
           _no_reject_from_forward, **_scenario("k8s-60124")),
@@ -80,9 +62,6 @@ FAULTS_LIST = [
     Fault("affinity-timeout-minutes-as-seconds",
           "ClientIP affinity timeout divided by 60 (minutes taken for seconds)",
           _affinity_timeout_minutes_as_seconds, **_scenario("k8s-35677")),
-    Fault("no-invalid-drop",
-          "packets conntrack finds INVALID are not dropped in KUBE-FORWARD",
-          _no_invalid_drop, **_scenario("k8s-74839")),
 ]
 
 
