@@ -15,8 +15,9 @@ Why one process (measured by benchmarks/probe_rate.py, 20 pods, 2-CPU VM, loaded
   takes 0.4 ms.
 * vs a thread in the pytest process (``EchoServer(thread=True)``, kept for that
   comparison): the thread starts in 3 ms and costs nothing in memory, but it shares the
-  GIL with the probe engine: 32 parallel probes reach ~4.9k/s instead of ~6.7k/s, and
-  the replies' timing would depend on whatever pytest is doing.
+  GIL with the probe engine. In 3 of 4 runs it was slower (e.g. 8 rounds: 2.0k vs 3.0k
+  probes/s sequential, 4.8k vs 6.3k/s with 32 in parallel; one run under heavy load
+  showed no difference), and the replies' timing would depend on what pytest is doing.
 
 The parent controls the server with JSON lines on its stdin/stdout. When the parent dies,
 stdin reaches EOF and the server exits; its pid is also in the run registry, so a reaper
