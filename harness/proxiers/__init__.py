@@ -57,6 +57,7 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "udp-conntrack-cleanup",
         "invalid-drop",
         "resync-on-flush",
+        "sctp",
     }
 )
 
