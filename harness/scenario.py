@@ -9,7 +9,9 @@ Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`
 
     description: UDP conntrack entries survive an endpoint change ...
     references: [https://github.com/kubernetes/kubernetes/issues/19029]
-    caught_by_fault: no-udp-conntrack-cleanup    # tests/faulty fault reproducing the bug
+    caught_by_fault: udp-cleanup-skipped         # tests/faulty fault reproducing the bug
+    known_gaps:                                  # proxiers known to fail it: strict xfail
+      - {proxier: reference, reason: ...}
     features: [conntrack]                        # feature markers (harness.plugin)
     objects: dump.yaml                           # kubectl get -o yaml output (List or
                                                  # multi-document), relative to this file,
@@ -154,6 +156,8 @@ class Scenario:
     caught_by_fault: str | None = None
     features: list[str] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)
+    #: proxier name -> why that proxier is known to fail this scenario (a strict xfail)
+    known_gaps: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -315,7 +319,7 @@ def _compose(path: Path, text: str) -> yaml.Node:
 
 TOP_KEYS = {"description": True, "references": False, "caught_by_fault": False,
             "features": False, "objects": True, "topology": False, "proxier": False,
-            "flows": False, "steps": False}
+            "flows": False, "steps": False, "known_gaps": False}
 FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
              "expect": True, "masq": False, "count": False, "sport": False, "source": False,
              "distribution": False, "affinity": False, "interval": False}
@@ -357,6 +361,13 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
             raise r.err(top["features"].value[i], f"features[{i}]: unknown feature {f!r}",
                         f"known: {', '.join(sorted(FEATURE_MARKERS))}")
 
+    gaps: dict[str, str] = {}
+    for i, gn in enumerate(r.sequence(top["known_gaps"], "known_gaps") if "known_gaps" in top else []):
+        gm = r.mapping(gn, f"known_gaps[{i}]", {"proxier": True, "reason": True})
+        prox = r.string(gm["proxier"], "proxier")
+        if prox in gaps:
+            raise r.err(gm["proxier"], f"known_gaps[{i}]: proxier {prox!r} listed twice")
+        gaps[prox] = r.string(gm["reason"], "reason")
     objects = r.objects(top["objects"], "objects")
     proxier = _proxier(r, top.get("proxier"))
 
@@ -372,7 +383,7 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
     all_objects = objects + [o for s in steps for o in s.objects]
     topo = _topology(r, top.get("topology"), all_objects, proxier)
     sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
-                  features, lines)
+                  features, lines, gaps)
     _check_references(r, sc, all_objects)
     return sc
 

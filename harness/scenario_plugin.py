@@ -91,6 +91,11 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         if os.geteuid() != 0:
             pytest.skip("needs root: network namespaces and netfilter")
+        gap = self.scenario.known_gaps.get(self.config.getoption("proxier") or
+                                           ("custom" if self.config.getoption("proxier_cmd") else "reference"))
+        if gap:
+            # strict: once the proxier is fixed the scenario passes and this entry must go
+            self.add_marker(pytest.mark.xfail(reason=f"known gap: {gap}", strict=True))
         run_scenario(self.scenario, self.config, self)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
