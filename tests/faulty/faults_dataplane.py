@@ -1,6 +1,6 @@
 """Faulty proxiers for the data-plane areas: UDP conntrack, INVALID packets, endpoint churn,
 proxier restarts (conformance/test_udp_conntrack.py, test_invalid_packets.py,
-test_endpoint_churn.py, test_proxier_restart.py).
+test_endpoint_churn.py, test_proxier_restart.py, test_sctp.py).
 
 Each fault patches one point of ``refproxier.iptables`` or of the daemon
 (``refproxier.daemon``) and names the behaviours that must catch it. Gathered into the one
@@ -82,6 +82,17 @@ def _canary_ignored() -> None:
     daemon.Daemon.check_canaries = lambda self: None
 
 
+def _sctp_ignored() -> None:
+    # SCTP service ports get no rules at all (a proxier that only knows TCP and UDP).
+    orig = iptables.service_port_rules
+
+    def spr(ctx, sp):
+        if sp.protocol == "SCTP":
+            return iptables.ServicePortRules([], [], [], [])
+        return orig(ctx, sp)
+    iptables.service_port_rules = spr
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("udp-cleanup-skipped", "stale UDP conntrack entries are never deleted (the daemon's cleanup seam)",
           _no_udp_conntrack_cleanup,
@@ -104,4 +115,6 @@ FAULTS_LIST: list[Fault] = [
     Fault("canary-ignored", "a flushed nat table is not noticed (canary chains not watched)",
           _canary_ignored, ("service/restart/rules-recreated-after-flush",),
           proxier_args=("--sync-period", "3600"), capabilities=_CAPS),
+    Fault("sctp-ignored", "SCTP Service ports get no rules",
+          _sctp_ignored, ("service/sctp/clusterip-dnat",), capabilities=_CAPS),
 ]
