@@ -8,6 +8,7 @@ Service port's targetPort.
 import pytest
 
 from harness.model import EndpointSpec, PortSpec
+from harness.trace import attach_trace, flow_match
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only
 
@@ -35,7 +36,7 @@ def source_host(cluster, where, endpoint_node):
 )
 @pytest.mark.parametrize("proto", ["TCP", "UDP"])
 @pytest.mark.parametrize("where", SOURCES)
-def test_clusterip_reaches_only_ready_endpoints(cluster, where, proto):
+def test_clusterip_reaches_only_ready_endpoints(cluster, where, proto, request):
     node = cluster.nodes[0]
     ready = cluster.add_pods(2, node=node)
     unready = cluster.add_pod(node)
@@ -47,6 +48,12 @@ def test_clusterip_reaches_only_ready_endpoints(cluster, where, proto):
     obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=12)
 
     verdict = reached_only(obs, {p.name for p in ready})
+    if not verdict.passed:
+        # Show the reader which rule sent one such packet where, on the node that NATs it.
+        natting = getattr(src, "node", None) or (src if where == "node" else cluster.nodes[0])
+        attach_trace(request, natting.netns,
+                     flow_match(daddr=svc.cluster_ip, dport=80, proto=proto.lower()),
+                     send=lambda: probe(src, svc.cluster_ip, 80, proto.lower(), count=1))
     assert verdict.passed, verdict.explain()
     assert bystander.name not in {o.pod for o in obs}
 
