@@ -22,8 +22,10 @@ from harness.traffic.probe import Outcome, probe
 
 pytestmark = pytest.mark.churn
 
-MIN_PROBES_AFTER_ACK = 40  # per change: with k of n endpoints removed but still used,
-# all of them miss the removed ones with probability ((n-k)/n)^40 <= (2/3)^40 ~ 1e-7
+# Per change: if k of the n endpoints in the rules are removed ones, 40 connections all miss
+# them with probability ((n-k)/n)^40 <= (3/4)^40 ~ 1e-5 (here n <= 5, k >= 1), and the four
+# changes multiply.
+MIN_PROBES_AFTER_ACK = 40
 
 
 class Prober:
