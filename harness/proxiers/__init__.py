@@ -125,7 +125,22 @@ def reference() -> ProxierSpec:
     )
 
 
-BUILTIN: dict[str, Callable[[], ProxierSpec]] = {"reference": reference}
+# kube-proxy's nftables mode differs visibly (kube-proxy-notes.md, section 5): no localhost
+# NodePorts, no ct-state-INVALID drop in the forward path.
+KUBE_PROXY_NFTABLES_CAPABILITIES = KUBE_PROXY_IPTABLES_CAPABILITIES - {"localhost-nodeports", "invalid-drop"}
+
+
+def reference_nft() -> ProxierSpec:
+    """The reference proxier in kube-proxy's nftables mode."""
+    return ProxierSpec(
+        name="reference-nft",
+        command=REFERENCE_COMMAND + " --proxy-mode nftables --service-cidr {service_cidr}",
+        capabilities=KUBE_PROXY_NFTABLES_CAPABILITIES,
+        description="refproxier, kube-proxy nftables mode",
+    )
+
+
+BUILTIN: dict[str, Callable[[], ProxierSpec]] = {"reference": reference, "reference-nft": reference_nft}
 
 
 def resolve(name: str | None, command: str | None, capabilities: str | None) -> ProxierSpec:
