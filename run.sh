@@ -2,6 +2,7 @@
 # The project's two entry points, each doing its own set-up on a Debian machine (as root):
 #   bash run.sh conformance [pytest args]   the conformance suite against the reference proxier
 #   bash run.sh tests [pytest args]         the project's own tests (unit, self-test, lint)
+#   bash run.sh matrix                      compatibility matrix: iptables-nft, -legacy, nftables mode
 set -euo pipefail
 cd "$(dirname "$0")"
 here=$(pwd)
@@ -59,13 +60,28 @@ case "$cmd" in
     exec "$venv/bin/python" -m pytest conformance/ -n 2 \
       --junitxml=reports/junit.xml --report-dir=reports "$@"
     ;;
+  matrix)
+    # The compatibility matrix: the reference proxier on iptables-nft, on iptables-legacy
+    # and in nftables mode, one run each, rendered side by side.
+    setup matrix
+    status=0
+    for run in "reference nft" "reference legacy" "reference-nft nft"; do
+      set -- $run
+      "$venv/bin/python" -m pytest conformance/ -n 2 -q --proxier="$1" --iptables="$2" \
+        --report-dir="reports/matrix/$1-$2" --known-gaps="known-gaps/$1.yaml" || status=1
+    done
+    "$venv/bin/python" -m harness.report matrix reports/matrix/*/report.json \
+      -o reports/matrix.html --markdown reports/matrix.md
+    echo "run.sh: compatibility matrix in reports/matrix.html and reports/matrix.md"
+    exit $status
+    ;;
   tests)
     setup tests
     "$venv/bin/ruff" check .
     exec "$venv/bin/python" -m pytest tests/ -n 2 --junitxml=reports/tests-junit.xml "$@"
     ;;
   *)
-    echo "usage: bash run.sh conformance|tests [pytest args]" >&2
+    echo "usage: bash run.sh conformance|tests|matrix [pytest args]" >&2
     exit 2
     ;;
 esac
