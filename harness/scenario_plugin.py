@@ -237,7 +237,8 @@ class _Runner:
         proto = f.protocol.lower()
         expected_pods = ([endpoint_pod(self.sc.topology, e) for e in f.expect]
                          if isinstance(f.expect, list) else [])
-        silence = isinstance(f.expect, str) and f.expect == "drop"
+        # silence is the expected answer (drop), or an acceptable one (untouched)
+        silence = isinstance(f.expect, str) and f.expect in ("drop", "untouched")
         kw: dict[str, Any] = {"timeout": self.timing.silence_s} if silence else {}
         if f.affinity:
             self._affinity(f, host, dst, expected_pods)
@@ -318,3 +319,162 @@ class _Runner:
         if sc.references:
             lines.append("bug: " + " ".join(sc.references))
         return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ --save-scenario DIR
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("svc-conformance")
+    g.addoption("--save-scenario", default=None, metavar="DIR",
+                help="when a check using the 'cluster' fixture fails, write its Services, "
+                     "EndpointSlices, Nodes, hosts and probes to DIR/<test>.yaml as a scenario "
+                     "file (its flows record what was observed: edit 'expect' to what must happen)")
+
+
+_RECORD = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    if not item.config.getoption("save_scenario", None) or "cluster" not in getattr(item, "fixturenames", ()):
+        yield
+        return
+    from harness.topology import netns
+
+    record: list[tuple[Any, Any, Any]] = []
+    item.stash[_RECORD] = record
+    orig = netns.Host.call
+
+    def call(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = orig(self, fn, *args, **kwargs)
+        engine = getattr(fn, "__self__", None)
+        if type(engine).__name__ == "_Engine" and getattr(fn, "__name__", "") == "run":
+            record.append((self, engine, result))
+        return result
+
+    netns.Host.call = call  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        netns.Host.call = orig  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    out_dir = item.config.getoption("save_scenario", None)
+    if not (out_dir and report.when == "call" and report.failed):
+        return
+    scope = getattr(item, "funcargs", {}).get("cluster")
+    if scope is None:
+        return
+    try:
+        path, note = save_scenario(item, scope.env, item.stash.get(_RECORD, []), report, Path(out_dir))
+        report.sections.append(("saved scenario", f"{path}\n{note}".rstrip()))
+    except Exception as e:  # noqa: BLE001 - saving is a convenience; never hide the failure
+        report.sections.append(("saved scenario", f"could not save the scenario: {e!r}"))
+
+
+def save_scenario(item: pytest.Item, env: Any, record: list, report: Any, out_dir: Path) -> tuple[Path, str]:
+    """Write the failing check's cluster state and probes as a scenario file."""
+    import re
+
+    import yaml
+
+    from harness.scenario import ScenarioError
+
+    topo = env.topology
+    pods_by_ip = {p.ip: p for p in topo.pods.values()}
+    objects = []
+    endpoint_ips: set[str] = set()
+    for obj in env.controlplane.objects():
+        obj = _plain(obj)
+        if obj.get("kind") == "EndpointSlice":
+            for ep in obj.get("endpoints") or []:
+                for a in ep.get("addresses") or []:
+                    endpoint_ips.add(a)
+                    if a in pods_by_ip and not ep.get("targetRef"):
+                        ep["targetRef"] = {"kind": "Pod", "name": pods_by_ip[a].name,
+                                           "namespace": obj["metadata"].get("namespace")}
+        objects.append(obj)
+    node_names = {n.name for n in env.nodes}
+    extra_pods = [{"name": p.name, "node": p.node.name, "ip": p.ip}
+                  for p in topo.pods.values() if p.ip not in endpoint_ips]
+    clients = [{"name": c.name, "ip": c.ip, "extra_addresses": len(c.addresses) - 1}
+               for c in env.clients]
+    flows: list[dict[str, Any]] = []
+    groups: dict[tuple, list] = {}
+    for host, eng, result in record:
+        key = (host.name, eng.dst, eng.dport, eng.proto, eng.source, eng.sport)
+        groups.setdefault(key, []).extend(result or [])
+    for i, ((src, dst, dport, proto, source, sport), obs) in enumerate(groups.items(), start=1):
+        replied = sorted({o.pod for o in obs if o.pod})
+        kinds = {o.outcome.value for o in obs}
+        if replied:
+            expect: Any = replied
+        elif kinds == {"icmp"}:
+            expect = "reject"
+        else:
+            expect = "drop"
+        to = next((n.name for n in env.nodes if n.ip == dst), dst)
+        flow: dict[str, Any] = {"name": f"probe {i}: {src} {proto} to {dst}:{dport}",
+                                "from": src, "protocol": proto.upper(), "to": to,
+                                "port": dport, "expect": expect, "count": len(obs) or 1}
+        if source and source != getattr(topo.hosts.get(src), "ip", None):
+            flow["source"] = source
+        if sport:
+            flow["sport"] = sport
+            flow["count"] = 1
+        seen = Counter(f"{o.outcome.value}{' ' + o.pod if o.pod else ''}" for o in obs)
+        flow["_observed"] = ", ".join(f"{n}x {k}" for k, n in seen.most_common())
+        flows.append(flow)
+    mark = item.get_closest_marker("behavior")
+    refs = [mark.kwargs["ref"]] if mark is not None and mark.kwargs.get("ref") else []
+    caps = sorted({c for m in item.iter_markers("requires") for c in m.args})
+    summary = str(report.longreprtext).strip().splitlines()
+    first = next((ln.strip() for ln in summary if ln.strip().startswith("E ")), summary[-1] if summary else "")
+    doc: dict[str, Any] = {
+        "description": f"Saved from the failing check {item.nodeid}"
+                       + (f" ({mark.args[0]})" if mark is not None else "") + f": {first[:300]}",
+        "references": refs or ["https://kubernetes.io/docs/reference/networking/virtual-ips/"],
+        "objects": objects,
+        "topology": {"pod_network": topo.spec.pod_network, "hairpin_mode": topo.spec.hairpin_mode,
+                     "client_gateway": topo.resolved.gateway, "clients": clients,
+                     "pods": extra_pods},
+    }
+    if not extra_pods:
+        del doc["topology"]["pods"]
+    if caps:
+        doc["proxier"] = {"capabilities": caps}
+    if flows:
+        doc["flows"] = flows
+    text = yaml.safe_dump(doc, sort_keys=False, width=100)
+    # each flow's observation as a comment above it (YAML has no other place for it)
+    text = re.sub(r"^(\s*)- name: (.*)\n((?:\1  .*\n)*?)\1  _observed: (.*)\n",
+                  lambda m: f"{m.group(1)}# observed: {m.group(4)}\n{m.group(1)}- name: {m.group(2)}\n{m.group(3)}",
+                  text, flags=re.M)
+    header = ("# Saved by --save-scenario from a FAILING check. The flows record what the proxier\n"
+              "# under test did, not what it should do: edit each 'expect' (and 'masq') to the\n"
+              "# correct behaviour, move the file under scenarios/ and run pytest on it.\n"
+              f"# node names: {', '.join(sorted(node_names))}\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", item.nodeid.split("::", 1)[-1]).strip("-")
+    path = out_dir / f"{name}.yaml"
+    path.write_text(header + text)
+    note = ""
+    try:
+        load_scenario(path)
+    except ScenarioError as e:
+        note = f"(it does not load as written: {e})"
+    return path, note
+
+
+def _plain(obj: Any) -> Any:
+    """A deep copy with plain dicts and lists (safe_dump-able)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
