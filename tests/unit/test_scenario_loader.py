@@ -196,3 +196,36 @@ def test_invalid_yaml():
 def test_every_shipped_scenario_loads(path):
     sc = load_scenario(path)
     assert sc.description and sc.all_flows()
+
+
+def test_known_gaps():
+    sc = parse_scenario(scenario("known_gaps:\n  - {proxier: reference, reason: not yet}\n"), "s.yaml")
+    assert sc.known_gaps == {"reference": "not yet"}
+    e = error(scenario("known_gaps:\n  - {proxier: reference, reason: a}\n  - {proxier: reference, reason: b}\n"))
+    assert "listed twice" in str(e) and e.line == 24
+    e = error(scenario("known_gaps:\n  - {proxier: reference}\n"))
+    assert "missing 'reason'" in str(e)
+
+
+def test_interval_is_for_affinity_flows():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 80, expect: [web-0], interval: 3}\n"))
+    assert "interval is for affinity flows" in str(e)
+
+
+def test_source_must_belong_to_the_host():
+    text = scenario("topology:\n  clients: [{name: c1, extra_addresses: 2}, {name: c2}]\n",
+                    flows="  - {name: x, from: c1, source: 192.0.2.102, to: 10.96.0.20, port: 80, expect: [web-0]}\n")
+    e = error(text)
+    assert "source 192.0.2.102 is not an address of c1" in str(e)
+    ok = text.replace("source: 192.0.2.102", "source: 192.0.2.151")
+    assert parse_scenario(ok, "s.yaml").flows[0].source == "192.0.2.151"
+
+
+def test_proxier_settings_become_refproxier_flags():
+    sc = parse_scenario(scenario("proxier:\n  masquerade_all: true\n  nodeport_addresses: [192.0.2.0/24]\n"
+                                 "  localhost_nodeports: false\n  cluster_cidr: ''\n"), "s.yaml")
+    assert sc.proxier.refproxier_args() == ["--masquerade-all", "--nodeport-addresses", "192.0.2.0/24",
+                                            "--iptables-localhost-nodeports", "false"]
+    assert sc.proxier.cluster_cidr == ""
+    e = error(scenario("proxier:\n  nodeport_addresses: [lan]\n"))
+    assert "is not a CIDR" in str(e)
