@@ -142,12 +142,14 @@ def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None =
     scale = config.getoption("timeout_scale", None)
     if scale:
         timing = timing.scaled(scale)
+    import shutil
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix=f"scenario-{sc.name}-"))
     topo = Topology(sc.topology, timing=timing)
     topo.start()
     env = None
+    keep = False
     try:
         env = ClusterEnv(topo, spec, workdir, timing, iptables=config.getoption("iptables", "nft"))
         env.start()
@@ -158,14 +160,27 @@ def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None =
             for step in sc.all_steps():
                 runner.step(step)
         except ScenarioFailure:
+            keep = bool(config.getoption("keep_on_failure", False))
+            if keep:
+                from harness.topology import netns
+
+                # not closed at exit either; the next run's reaper removes it
+                netns._open_topologies.discard(topo)
             if item is not None:
                 for title, text in _evidence(env):
                     item.add_report_section("call", title, text)
+                item.add_report_section("call", "scenario workdir", f"state and proxier logs: {workdir}"
+                                        + (f"\nnamespaces kept (--keep-on-failure):\n{topo.describe()}"
+                                           if keep else ""))
+            workdir = None  # type: ignore[assignment] - kept for the person reading the failure
             raise
     finally:
-        if env is not None:
-            env.stop()
-        topo.close()
+        if not keep:
+            if env is not None:
+                env.stop()
+            topo.close()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _evidence(env: Any) -> list[tuple[str, str]]:
