@@ -58,6 +58,7 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "invalid-drop",
         "resync-on-flush",
         "sctp",
+        "ipv6",
     }
 )
 
