@@ -229,3 +229,48 @@ def test_proxier_settings_become_refproxier_flags():
     assert sc.proxier.cluster_cidr == ""
     e = error(scenario("proxier:\n  nodeport_addresses: [lan]\n"))
     assert "is not a CIDR" in str(e)
+
+
+def test_save_scenario_writes_a_loadable_file(tmp_path):
+    """--save-scenario: objects, hosts and probes of a failed check become a scenario."""
+    from types import SimpleNamespace as NS
+
+    import yaml
+
+    from harness.scenario_plugin import save_scenario
+    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec, validate
+    from harness.traffic.probe import Observation, Outcome
+
+    objs = yaml.safe_load(OBJECTS)["objects"]
+    objs[1]["endpoints"][0].pop("targetRef")
+    objs[1]["endpoints"][0]["nodeName"] = "node1"
+    spec = TopologySpec(nodes=[NodeSpec("node1")], clients=[ClientSpec("client1", extra_addresses=1)])
+    node = NS(name="node1", ip="192.0.2.11")
+    web = NS(name="pod3", ip="10.244.1.5", node=node)
+    src = NS(name="pod4", ip="10.244.1.6", node=node)
+    client = NS(name="client1", ip="192.0.2.101", addresses=["192.0.2.101", "192.0.2.150"])
+    topo = NS(pods={"pod3": web, "pod4": src}, spec=spec, resolved=validate(spec),
+              hosts={"pod3": web, "pod4": src, "client1": client, "node1": node})
+    env = NS(topology=topo, nodes=[node], clients=[client],
+             controlplane=NS(objects=lambda: objs))
+    obs = [Observation(Outcome.REPLY, "10.244.1.6", 40000 + i, "10.96.0.20", 80, "tcp", pod="pod3",
+                       seen_src="10.244.1.6") for i in range(3)]
+    refused = [Observation(Outcome.ICMP, "192.0.2.101", 41000, "192.0.2.11", 30080, "udp",
+                           icmp_type=3, icmp_code=3)]
+    eng = lambda dst, port, proto: NS(dst=dst, dport=port, proto=proto, source=None, sport=None)  # noqa: E731
+    record = [(src, eng("10.96.0.20", 80, "tcp"), obs),
+              (client, eng("192.0.2.11", 30080, "udp"), refused)]
+    item = NS(nodeid="conformance/test_x.py::test_y[a]",
+              get_closest_marker=lambda name: NS(args=["service/x"], kwargs={"ref": "https://example.org/x"}),
+              iter_markers=lambda name: [NS(args=("affinity",))])
+    report = NS(longreprtext="def test_y():\nE   AssertionError: FAIL reached-only\n")
+    path, note = save_scenario(item, env, record, report, tmp_path)
+    assert note == "" and path.name == "test_y-a.yaml"
+    text = path.read_text()
+    assert "# observed: 3x reply pod3" in text and "# observed: 1x icmp" in text
+    sc = load_scenario(path)
+    assert sc.references == ["https://example.org/x"] and sc.proxier.capabilities == ["affinity"]
+    f1, f2 = sc.flows
+    assert (f1.src, f1.to, f1.port, f1.expect, f1.count) == ("pod4", "10.96.0.20", 80, ["pod3"], 3)
+    assert (f2.src, f2.protocol, f2.to, f2.expect) == ("client1", "UDP", "node1", "reject")
+    assert "FAIL reached-only" in sc.description
