@@ -1,6 +1,6 @@
 """Faulty proxiers for the data-plane areas: UDP conntrack, INVALID packets, endpoint churn,
 proxier restarts (conformance/test_udp_conntrack.py, test_invalid_packets.py,
-test_endpoint_churn.py, test_proxier_restart.py, test_sctp.py).
+test_endpoint_churn.py, test_proxier_restart.py, test_sctp.py, test_ipv6.py).
 
 Each fault patches one point of ``refproxier.iptables`` or of the daemon
 (``refproxier.daemon``) and names the behaviours that must catch it. Gathered into the one
@@ -93,6 +93,22 @@ def _sctp_ignored() -> None:
     iptables.service_port_rules = spr
 
 
+def _ipv6_dnat_unbracketed() -> None:
+    # "--to-destination fd00::5:8080" parses as the address fd00::5:8080, port unchanged.
+    orig = iptables.dnat_rule
+
+    def dnat(ctx, sp, ep):
+        r = orig(ctx, sp, ep)
+        return r.replace(f"[{ep.ip}]:{ep.port}", f"{ep.ip}:{ep.port}") if ":" in ep.ip else r
+    iptables.dnat_rule = dnat
+
+
+def _ipv6_cleanup_ipv4_only() -> None:
+    # The UDP cleanup always lists and deletes in the IPv4 table.
+    orig = daemon.clean_stale_entries
+    daemon.clean_stale_entries = lambda ports, family=4, run=None: orig(ports, 4)
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("udp-cleanup-skipped", "stale UDP conntrack entries are never deleted (the daemon's cleanup seam)",
           _no_udp_conntrack_cleanup,
@@ -117,4 +133,9 @@ FAULTS_LIST: list[Fault] = [
           proxier_args=("--sync-period", "3600"), capabilities=_CAPS),
     Fault("sctp-ignored", "SCTP Service ports get no rules",
           _sctp_ignored, ("service/sctp/clusterip-dnat",), capabilities=_CAPS),
+    Fault("ipv6-dnat-unbracketed", "IPv6 DNAT targets written without brackets (ip:port)",
+          _ipv6_dnat_unbracketed, ("service/ipv6/clusterip-dnat",), capabilities=_CAPS),
+    Fault("ipv6-cleanup-ipv4-only", "UDP conntrack cleanup looks only at the IPv4 table",
+          _ipv6_cleanup_ipv4_only, ("service/ipv6/udp-flow-follows-endpoint-removal",),
+          capabilities=_CAPS),
 ]

@@ -1,0 +1,139 @@
+"""IPv6 Services: a single-stack IPv6 cluster, with the same semantics as IPv4.
+
+kube-proxy runs one proxier per family (ip6tables for IPv6): ClusterIP DNAT to
+``[ip]:port``, and UDP conntrack cleanup over the IPv6 table. The checks run on their own
+IPv6 cluster (one per module and pytest-xdist worker), built like the IPv4 one; they need
+a proxier that declares ``ipv6``. (ICMPv6 errors are not classified by the probes yet, so
+only positive outcomes are checked here.)
+"""
+
+import os
+
+import pytest
+
+from harness import model
+from harness.model import EndpointSpec, PortSpec, SliceSpec
+from harness.netfilter import conntrack_entries
+from harness.traffic.probe import Outcome, probe
+from harness.verdicts import reached_only
+
+pytestmark = [pytest.mark.ipv6, pytest.mark.requires("ipv6")]
+
+SPORT = 41066
+
+
+@pytest.fixture(scope="module")
+def cluster6_env(pytestconfig, proxier_spec, timing, tmp_path_factory):
+    """An IPv6 single-stack cluster (module): two nodes, one client, the proxier on each."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and netfilter")
+    from harness.cluster import ClusterEnv
+    from harness.topology.netns import Topology
+    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
+
+    spec = TopologySpec(
+        nodes=[NodeSpec(name="node1"), NodeSpec(name="node2")],
+        clients=[ClientSpec(name="client1")],
+        pod_network=pytestconfig.getoption("pod_network"),
+        lan_cidr="fd00:c0:2::/64", cluster_cidr="fd00:10:244::/56",
+        service_cidr="fd00:10:96::/108", external_cidr="fd00:c6:33::/64",
+        lb_cidr="fd00:cb:0:71::/64", node_cidr_prefixlen=64,
+    )
+    topo = Topology(spec, timing=timing)
+    topo.start()
+    env = None
+    try:
+        env = ClusterEnv(topo, proxier_spec, tmp_path_factory.mktemp("cluster6"), timing,
+                         iptables=pytestconfig.getoption("iptables"))
+        env.start()
+        yield env
+    finally:
+        if env is not None:
+            env.stop()
+        topo.close()
+
+
+@pytest.fixture
+def cluster6(cluster6_env):
+    from harness.cluster import ClusterScope
+
+    scope = ClusterScope(cluster6_env)
+    yield scope
+    scope.close()
+
+
+def v6_service(cluster, pods, ports):
+    """A Service with an IPv6 ClusterIP and an IPv6 EndpointSlice for ``pods``."""
+    svc = cluster.create_service([], ports=ports, sync=False)
+    set_v6_endpoints(svc, pods)
+    return svc
+
+
+def set_v6_endpoints(svc, endpoints):
+    eps = [e if isinstance(e, EndpointSpec) else EndpointSpec(ip=e.ip, node=e.node.name, pod=e.name)
+           for e in endpoints]
+    ports = model.slice_ports_for(svc.ports)
+    svc.set_slices([SliceSpec(name=f"{svc.name}-{svc.env.alloc.name('s')}", endpoints=eps,
+                              ports=ports, address_type="IPv6")])
+
+
+@pytest.mark.behavior(
+    "service/ipv6/clusterip-dnat",
+    must="A connection to an IPv6 ClusterIP:port MUST reach one of the Service's ready "
+         "endpoints and no other pod.",
+    ref="https://kubernetes.io/docs/concepts/services-networking/dual-stack/",
+)
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+def test_ipv6_clusterip_reaches_only_ready_endpoints(cluster6, proto):
+    node = cluster6.nodes[0]
+    ready = cluster6.add_pods(2, node=node)
+    unready = cluster6.add_pod(node)
+    bystander = cluster6.add_pod(node)
+    svc = v6_service(cluster6, [*ready, EndpointSpec(ip=unready.ip, node=node.name, ready=False,
+                                                     serving=False, pod=unready.name)],
+                     [PortSpec(80, 8080, proto)])
+    assert ":" in svc.cluster_ip and ":" in ready[0].ip, (svc.cluster_ip, ready[0].ip)
+    src = cluster6.add_pod(cluster6.nodes[1])
+
+    obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=12)
+
+    v = reached_only(obs, {p.name for p in ready})
+    assert v.passed, v.explain()
+    assert bystander.name not in {o.pod for o in obs}
+
+
+@pytest.mark.behavior(
+    "service/ipv6/udp-flow-follows-endpoint-removal",
+    must="An IPv6 UDP flow (fixed source port) whose endpoint is removed MUST reach a remaining "
+         "endpoint on its next datagram; its stale conntrack entry MUST be deleted.",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+)
+@pytest.mark.conntrack
+@pytest.mark.requires("udp-conntrack-cleanup")
+def test_ipv6_udp_flow_moves_off_a_removed_endpoint(cluster6, timing):
+    pods = cluster6.add_pods(2, node=cluster6.nodes[0])
+    svc = v6_service(cluster6, pods, [PortSpec(80, 8080, "UDP")])
+    node = cluster6.nodes[1]
+    src = cluster6.add_pod(node)
+
+    (first,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
+    assert first.outcome is Outcome.REPLY, f"the flow never started: {first}"
+    kept = next(p for p in pods if p.name != first.pod)
+    set_v6_endpoints(svc, [kept])
+
+    def stale():
+        return [e for e in conntrack_entries(node.netns, family="ipv6", proto="udp",
+                                             orig_dst=svc.cluster_ip, orig_dport=80)
+                if e.reply.src != kept.ip]
+    try:
+        timing.wait_for(lambda: not stale(), "stale IPv6 UDP entries to go")
+    except TimeoutError:
+        pass
+    left = stale()
+    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
+    v = reached_only(after, {kept.name})
+    assert v.passed and not left, (
+        f"flow [{src.ip}]:{SPORT} reached {first.pod} first; after it was removed the flow must "
+        f"reach {kept.name}.\n{v.explain()}\nstale entries on {node.name}:\n  "
+        + ("\n  ".join(map(str, left)) or "(none)")
+    )
