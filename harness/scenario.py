@@ -8,6 +8,7 @@ endpoint that is in no EndpointSlice) are ``ScenarioError``s naming the file and
 Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`` optional)::
 
     description: UDP conntrack entries survive an endpoint change ...
+    must: A UDP flow MUST follow its Service's endpoints when they change.  # for reports
     references: [https://github.com/kubernetes/kubernetes/issues/19029]
     caught_by_fault: udp-cleanup-skipped         # tests/faulty fault reproducing the bug
     known_gaps:                                  # proxiers known to fail it: strict xfail
@@ -158,6 +159,8 @@ class Scenario:
     lines: dict[str, int] = field(default_factory=dict)
     #: proxier name -> why that proxier is known to fail this scenario (a strict xfail)
     known_gaps: dict[str, str] = field(default_factory=dict)
+    #: the one-sentence normative statement for reports (default: from the description)
+    must: str = ""
 
     @property
     def name(self) -> str:
@@ -317,7 +320,7 @@ def _compose(path: Path, text: str) -> yaml.Node:
     return nodes[0]
 
 
-TOP_KEYS = {"description": True, "references": False, "caught_by_fault": False,
+TOP_KEYS = {"description": True, "must": False, "references": False, "caught_by_fault": False,
             "features": False, "objects": True, "topology": False, "proxier": False,
             "flows": False, "steps": False, "known_gaps": False}
 FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
@@ -385,6 +388,8 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
     sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
                   features, lines, gaps)
     _check_references(r, sc, all_objects)
+    if "must" in top:
+        sc.must = r.string(top["must"], "must")
     return sc
 
 

@@ -59,7 +59,7 @@ class ScenarioFile(pytest.File):
             item.add_marker(getattr(pytest.mark, f))
         item.add_marker(pytest.mark.behavior(
             _behavior_id(self.path),
-            must=f"Scenario {sc.name}: {sc.summary}",
+            must=sc.must or f"Every flow of {sc.name} MUST behave as after the fix. Bug: {sc.summary}",
             ref=sc.references[0] if sc.references else None))
         if sc.proxier.capabilities:
             item.add_marker(pytest.mark.requires(*sc.proxier.capabilities))
