@@ -78,23 +78,3 @@ FAULTS_LIST.append(
           "NodePorts answer on 127.0.0.1 (route_localnet=1) even with localhost nodePorts off",
           _localhost_nodeports_unconditional, **_scenario("k8s-90259")))
 
-
-def _terminating_endpoints_ignored() -> None:
-    # kube-proxy before KEP-1669 (PR #97238): only ready endpoints are used, so a node whose
-    # local endpoints are all terminating drops externalTrafficPolicy Local traffic.
-    from dataclasses import replace as _replace
-
-    from refproxier import proxystate
-
-    orig = proxystate.categorize_endpoints
-
-    def categorize(sp, endpoints, zone=""):
-        eps = tuple(e for e in endpoints if not e.terminating)
-        return orig(_replace(sp), eps, zone)
-    proxystate.categorize_endpoints = categorize
-
-
-FAULTS_LIST.append(
-    Fault("terminating-endpoints-ignored",
-          "terminating endpoints are never used, not even when a node has no ready local one",
-          _terminating_endpoints_ignored, **_scenario("k8s-97238")))
