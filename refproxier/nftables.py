@@ -1,8 +1,9 @@
 """kube-proxy's nftables rules, rendered as an ``nft -f`` script (pure).
 
 This follows ``setupNFTables``/``syncProxyRules``/``writeServiceToEndpointRules`` in
-kube-proxy's pkg/proxy/nftables/proxier.go (the v1.31-v1.33 layout: filter chains at
-``dstnat-10``, ``filter-output-post-dnat`` at ``dstnat+10``, ``cluster-ips-check``): the same
+kube-proxy's pkg/proxy/nftables/proxier.go (the layout since kubernetes#132456, v1.34 and
+the 1.33 cherry-pick: ``filter-*-pre-dnat`` chains at dstnat-10 for the firewall check,
+``filter-forward/-input/-output`` at priority 0, ``cluster-ips-check``): the same
 table, chain, set and map names, rule texts, verdict maps and element keys.
 
 Entry point::
@@ -80,12 +81,16 @@ TABLE_COMMENT = "rules for kube-proxy"
 # "dstnat-10" etc.; nft prints (and accepts) the numbers.
 DSTNAT, SRCNAT = -100, 100
 BASE_CHAINS: tuple[tuple[str, str, str, int], ...] = (
-    ("filter-prerouting", "filter", "prerouting", DSTNAT - 10),
-    ("filter-input", "filter", "input", DSTNAT - 10),
-    ("filter-forward", "filter", "forward", DSTNAT - 10),
-    ("filter-output", "filter", "output", DSTNAT - 10),
-    # After DNAT: traffic still addressed to a ClusterIP here matched no service port.
-    ("filter-output-post-dnat", "filter", "output", DSTNAT + 10),
+    # loadBalancerSourceRanges are checked on the pre-DNAT destination.
+    ("filter-prerouting-pre-dnat", "filter", "prerouting", DSTNAT - 10),
+    ("filter-output-pre-dnat", "filter", "output", DSTNAT - 10),
+    # The endpoint checks run after DNAT, so traffic the external chain short-circuited
+    # (pods and the node itself, to an eTP Local Service without local endpoints) is no
+    # longer addressed to the external IP and escapes the drop (kubernetes#131765, fixed
+    # by kubernetes#132456; v1.31 ran these chains at dstnat-10 and dropped it).
+    ("filter-forward", "filter", "forward", 0),
+    ("filter-input", "filter", "input", 0),
+    ("filter-output", "filter", "output", 0),
     ("nat-prerouting", "nat", "prerouting", DSTNAT),
     ("nat-output", "nat", "output", DSTNAT),
     ("nat-postrouting", "nat", "postrouting", SRCNAT),
@@ -109,17 +114,17 @@ MASQUERADING = "masquerading"
 
 # (destination chain, source base chain, extra match), in kube-proxy's order.
 JUMP_CHAINS: tuple[tuple[str, str, str], ...] = (
+    (FIREWALL_CHECK, "filter-prerouting-pre-dnat", "ct state new"),
+    (SERVICE_ENDPOINTS_CHECK, "filter-forward", "ct state new"),
+    (CLUSTER_IPS_CHECK, "filter-forward", "ct state new"),
     (NODEPORT_ENDPOINTS_CHECK, "filter-input", "ct state new"),
     (SERVICE_ENDPOINTS_CHECK, "filter-input", "ct state new"),
-    (SERVICE_ENDPOINTS_CHECK, "filter-forward", "ct state new"),
     (SERVICE_ENDPOINTS_CHECK, "filter-output", "ct state new"),
-    (FIREWALL_CHECK, "filter-prerouting", "ct state new"),
-    (FIREWALL_CHECK, "filter-output", "ct state new"),
+    (FIREWALL_CHECK, "filter-output-pre-dnat", "ct state new"),
+    (CLUSTER_IPS_CHECK, "filter-output", "ct state new"),
     (SERVICES, "nat-output", ""),
     (SERVICES, "nat-prerouting", ""),
     (MASQUERADING, "nat-postrouting", ""),
-    (CLUSTER_IPS_CHECK, "filter-forward", "ct state new"),
-    (CLUSTER_IPS_CHECK, "filter-output-post-dnat", "ct state new"),
 )
 
 SERVICE_PREFIX = "service-"

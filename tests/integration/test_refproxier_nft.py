@@ -157,7 +157,9 @@ def test_rendered_ruleset_loads_and_lists(netns):
     assert "chain service-HVFWP5L3-ns5/svc5/tcp/p80" in listing
     assert "numgen random mod 2 vmap" in listing
     assert "set affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80" in listing
-    assert "hook output priority dstnat + 10" in listing or "priority -90" in listing
+    # The firewall check runs before DNAT, the endpoint checks after it (kubernetes#132456).
+    assert "chain filter-output-pre-dnat" in listing and "chain filter-output " in listing
+    assert "hook output priority filter" in listing or "hook output priority 0" in listing
 
 
 def test_cluster_ip_traffic_and_incremental_updates(netns):

@@ -10,7 +10,7 @@
     deleting a chain that is still referenced).
 ``trace(table, src, proto, dst, dport, node_ips)``
     What kube-proxy's test tracer (pkg/proxy/nftables/helpers_test.go ``tracePacket``)
-    reports: filter-prerouting, nat-prerouting (every numgen branch is followed, so all
+    reports: filter-prerouting-pre-dnat, nat-prerouting (every numgen branch is followed, so all
     endpoints are listed), then filter-forward and filter-input; the result is
     ``"ip:port, ..."``, ``"DROP"``, ``"REJECT"`` or ``""``, and whether the packet was marked
     for masquerade.
@@ -302,7 +302,7 @@ def trace(
     table: Table, src: str, proto: str, dst: str, dport: int, node_ips: list[str]
 ) -> tuple[list[str], str, bool]:
     t = _Tracer(table, node_ips, src, proto, dst, str(dport))
-    if t.run("filter-prerouting"):
+    if t.run("filter-prerouting-pre-dnat"):
         return t.matches, ", ".join(t.outputs), t.masq
     t.run("nat-prerouting")
     if t.outputs:

@@ -1,9 +1,8 @@
 """The full table for a mix of services, as kube-proxy's TestOverallNFTablesRules.
 
-The expectation is kube-proxy's (proxier_test.go), adapted to the proxier.go generation this
-renderer follows (v1.31-v1.33): base chains ``filter-prerouting/-input/-forward/-output`` at
-dstnat-10 (-110) and ``filter-output-post-dnat`` at dstnat+10 (-90) instead of the later
-``*-pre-dnat`` chains, and the ClusterIP masquerade rule matching ``tcp dport 80`` as well.
+The expectation is kube-proxy's (proxier_test.go, after kubernetes#132456: ``*-pre-dnat``
+filter chains at -110, ``filter-forward/-input/-output`` at 0), except that the ClusterIP
+masquerade rule also matches ``tcp dport 80`` as the proxier.go this renderer follows does.
 """
 
 from refproxier.nftables import render_nft
@@ -15,11 +14,11 @@ from tests.unit.refproxier_nft.nftscript import load, normalize
 BASE_RULES = """
     add table ip kube-proxy { comment "rules for kube-proxy" ; }
 
-    add chain ip kube-proxy filter-prerouting { type filter hook prerouting priority -110 ; }
-    add chain ip kube-proxy filter-input { type filter hook input priority -110 ; }
-    add chain ip kube-proxy filter-forward { type filter hook forward priority -110 ; }
-    add chain ip kube-proxy filter-output { type filter hook output priority -110 ; }
-    add chain ip kube-proxy filter-output-post-dnat { type filter hook output priority -90 ; }
+    add chain ip kube-proxy filter-prerouting-pre-dnat { type filter hook prerouting priority -110 ; }
+    add chain ip kube-proxy filter-output-pre-dnat { type filter hook output priority -110 ; }
+    add chain ip kube-proxy filter-forward { type filter hook forward priority 0 ; }
+    add chain ip kube-proxy filter-input { type filter hook input priority 0 ; }
+    add chain ip kube-proxy filter-output { type filter hook output priority 0 ; }
     add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }
     add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }
     add chain ip kube-proxy nat-postrouting { type nat hook postrouting priority 100 ; }
@@ -44,14 +43,14 @@ BASE_RULES = """
 
     add rule ip kube-proxy cluster-ips-check ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"
     add rule ip kube-proxy cluster-ips-check ip daddr { 172.30.0.0/16 } drop comment "Drop traffic to unallocated ClusterIPs"
-    add rule ip kube-proxy filter-prerouting ct state new jump firewall-check
+    add rule ip kube-proxy filter-prerouting-pre-dnat ct state new jump firewall-check
     add rule ip kube-proxy filter-forward ct state new jump service-endpoints-check
     add rule ip kube-proxy filter-forward ct state new jump cluster-ips-check
     add rule ip kube-proxy filter-input ct state new jump nodeport-endpoints-check
     add rule ip kube-proxy filter-input ct state new jump service-endpoints-check
     add rule ip kube-proxy filter-output ct state new jump service-endpoints-check
-    add rule ip kube-proxy filter-output ct state new jump firewall-check
-    add rule ip kube-proxy filter-output-post-dnat ct state new jump cluster-ips-check
+    add rule ip kube-proxy filter-output-pre-dnat ct state new jump firewall-check
+    add rule ip kube-proxy filter-output ct state new jump cluster-ips-check
     add rule ip kube-proxy firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips
     add rule ip kube-proxy mark-for-masquerade mark set mark or 0x4000
     add rule ip kube-proxy masquerading mark and 0x4000 == 0 return
