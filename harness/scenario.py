@@ -55,7 +55,6 @@ seconds apart, so stickiness must outlast the pause).
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ from harness.topology.spec import ClientSpec, TopologyError, topology_from_objec
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 OUTCOMES = ("reject", "drop", "untouched")
-NAME_RE = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_. ]*$")
 
 
 class ScenarioError(ValueError):
@@ -467,9 +465,6 @@ def _step(r: _Reader, node: yaml.Node, i: int, names: dict[str, int]) -> Step:
     else:
         st.flows = _flows(r, v, f"{what}.flows")
     return st
-
-
-_SEEN_FLOWS_KEY = "_flow_names"
 
 
 def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
