@@ -109,13 +109,26 @@ def _ipv6_cleanup_ipv4_only() -> None:
     daemon.clean_stale_entries = lambda ports, family=4, run=None: orig(ports, 4)
 
 
+def _udp_cleanup_ignores_nodeports() -> None:
+    # The cleanup knows the Service addresses but not the NodePorts.
+    from dataclasses import replace
+
+    orig = daemon.clean_stale_entries
+    daemon.clean_stale_entries = lambda ports, family=4, run=None: orig(
+        [replace(p, node_port=0) for p in ports], family)
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("udp-cleanup-skipped", "stale UDP conntrack entries are never deleted (the daemon's cleanup seam)",
           _no_udp_conntrack_cleanup,
           ("service/udp/conntrack/flow-follows-endpoint-removal",
            "service/udp/conntrack/zero-to-n-endpoints",
-           "service/udp/conntrack/scaled-to-zero-and-back"),
+           "service/udp/conntrack/scaled-to-zero-and-back",
+           "service/udp/conntrack/nodeport-flow-follows-endpoint-removal"),
           capabilities=_CAPS),
+    Fault("udp-cleanup-ignores-nodeports", "stale UDP entries to NodePorts are not deleted",
+          _udp_cleanup_ignores_nodeports,
+          ("service/udp/conntrack/nodeport-flow-follows-endpoint-removal",), capabilities=_CAPS),
     Fault("service-keyed-by-port-number", "a Service port's second protocol on the same number is ignored",
           _service_keyed_by_port_number, ("service/udp/conntrack/same-port-tcp-and-udp",),
           capabilities=_CAPS),
