@@ -6,7 +6,8 @@ connections and UDP flows that were established through a Service keep their end
 across a restart (an upgrade, a crash, a node agent restart). And when someone else flushes
 the tables (a firewall reload: ``iptables -t nat -F; iptables -t nat -X``), kube-proxy's
 ``KUBE-PROXY-CANARY`` chains disappear with them and it re-creates everything with a full
-sync (``iptables.Monitor``, polling every ``--iptables-sync-period``, default 30 s).
+sync (``iptables.Monitor``, polling every ``--iptables-sync-period``, default 30 s); in
+nftables mode it re-creates its table when it is gone.
 
 Clients are pods on the other node than the endpoints; that node holds the flows' DNAT
 state, so that is where the proxier is restarted and the tables are flushed.
@@ -18,6 +19,7 @@ import time
 import pytest
 
 from harness.model import PortSpec
+from harness.netfilter import dump_rules, native_nft_tables
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only
 
@@ -100,10 +102,24 @@ def test_established_flows_survive_a_proxier_restart(cluster, timing):
     )
 
 
+def flush_commands(node, flavour):
+    """What a firewall reload does to the proxier's rules on ``node``: the iptables nat table
+    flushed and its chains deleted (when the proxier's KUBE-SERVICES is there), and every
+    native nftables table deleted (kube-proxy's nftables mode: ``ip kube-proxy``)."""
+    cmds = []
+    tool = f"iptables-{flavour}"
+    if ":KUBE-SERVICES" in node.run([f"{tool}-save", "-t", "nat"], check=False).stdout:
+        cmds += [[tool, "-w", "-t", "nat", "-F"], [tool, "-w", "-t", "nat", "-X"]]
+    ruleset = node.run(["nft", "list", "ruleset"], check=False).stdout
+    cmds += [["nft", "delete", "table", fam, name] for fam, name in native_nft_tables(ruleset)]
+    return cmds
+
+
 @pytest.mark.behavior(
     "service/restart/rules-recreated-after-flush",
-    must="After the nat table is flushed and its chains deleted by someone else, the proxier "
-         "MUST re-create its rules (within kube-proxy's default 30 s canary period).",
+    must="After someone else flushes its rules (nat table flushed and its chains deleted, or "
+         "its nftables table deleted), the proxier MUST re-create them (within kube-proxy's "
+         "default 30 s canary period).",
     ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/util/iptables/monitor_test.go",
 )
 @pytest.mark.requires("resync-on-flush")
@@ -116,11 +132,15 @@ def test_rules_are_recreated_after_a_flush(cluster, timing, record_property):
     v = reached_only(probe(src, svc.cluster_ip, 80, "tcp", count=4), names)
     assert v.passed, "before the flush:\n" + v.explain()
 
-    tool = f"iptables-{cluster.env.iptables}"
+    cmds = flush_commands(node, cluster.env.iptables)
+    assert cmds, (f"no proxier rules to flush on {node.name}: neither a KUBE-SERVICES chain in "
+                  f"iptables-{cluster.env.iptables}'s nat table nor a native nftables table")
     flushed = time.monotonic()
-    for argv in ([tool, "-w", "-t", "nat", "-F"], [tool, "-w", "-t", "nat", "-X"]):
+    for argv in cmds:
         r = node.run(argv, check=False)
         assert r.returncode == 0, f"{' '.join(argv)} in {node.name}: {r.stderr}"
+    shown = "; ".join(" ".join(c) for c in cmds)
+    record_property("flush", shown)
 
     def works():
         obs = probe(src, svc.cluster_ip, 80, "tcp", count=2, timeout=timing.silence_s)
@@ -131,10 +151,9 @@ def test_rules_are_recreated_after_a_flush(cluster, timing, record_property):
         timing.wait_for(works, f"{svc.cluster_ip}:80 to work again", timeout=bound)
     except TimeoutError:
         last = probe(src, svc.cluster_ip, 80, "tcp", count=2, timeout=timing.silence_s)
-        nat = node.run([f"{tool}-save", "-t", "nat"], check=False).stdout
         pytest.fail(
-            f"{bound:.0f}s after `{tool} -t nat -F; {tool} -t nat -X` on {node.name} the "
-            f"Service still does not work:\n{reached_only(last, names).explain()}\n"
-            f"nat table on {node.name} now:\n{nat}"
+            f"{bound:.0f}s after `{shown}` on {node.name} the Service still does not work:\n"
+            f"{reached_only(last, names).explain()}\nrules on {node.name} now:\n"
+            f"{dump_rules(node.netns)}"
         )
     record_property("recovery_s", round(time.monotonic() - flushed, 3))
