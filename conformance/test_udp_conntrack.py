@@ -124,9 +124,10 @@ def test_udp_flow_stops_black_holing_when_endpoints_appear(cluster, timing, reco
 
 @pytest.mark.behavior(
     "service/udp/conntrack/scaled-to-zero-and-back",
-    must="When a UDP Service is scaled to zero new flows MUST be refused; when it gets "
-         "endpoints again, a flow that kept its source port MUST reach a new endpoint.",
-    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/conntrack/cleanup.go",
+    must="When a UDP Service is scaled to zero, new flows and a flow that was reaching the "
+         "removed pod MUST be refused; when it gets endpoints again, a flow that kept its "
+         "source port MUST reach a new endpoint.",
+    ref="https://github.com/kubernetes/kubernetes/issues/139628",
 )
 @pytest.mark.requires("udp-conntrack-cleanup", "reject-no-endpoints")
 def test_udp_service_scaled_to_zero_and_back(cluster, timing, record_property):
@@ -140,11 +141,17 @@ def test_udp_service_scaled_to_zero_and_back(cluster, timing, record_property):
     svc.set_endpoints([])
     v = refused(probe(src, svc.cluster_ip, 80, "udp", count=3), icmp=PORT_UNREACHABLE)
     assert v.passed, f"new flows to the Service scaled to zero:\n{v.explain()}"
-    # The old flow at zero endpoints: kube-proxy <= v1.30 deleted a removed endpoint's
-    # entries (the flow is refused); v1.31+ reconciles only Services with serving endpoints
-    # (the flow keeps reaching the old pod until endpoints return). Informational.
-    (at_zero,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, timeout=timing.silence_s)
+    # The old flow too: its entry still DNATs to the removed pod and the REJECT rule only
+    # sees new flows, so kube-proxy deletes the entries of a UDP Service left without
+    # endpoints (kubernetes#139628, fixed by #139629).
+    left = wait_no_stale(timing, node, svc, 80, set())
+    (at_zero,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
     record_property("old_flow_at_zero_endpoints", str(at_zero))
+    v = refused([at_zero], icmp=PORT_UNREACHABLE)
+    assert v.passed and not left, (
+        f"flow {src.ip}:{SPORT}, which reached {old.name}, must be refused once the Service "
+        f"has no endpoints.\n{v.explain()}\nstale entries on {node.name}:\n{entries_text(left)}"
+    )
 
     new = cluster.add_pod(cluster.nodes[0])
     svc.set_endpoints([new])

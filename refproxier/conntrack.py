@@ -3,7 +3,8 @@
 After a sync that changed a UDP service, a UDP flow whose conntrack entry still points at
 an endpoint that is gone (or at nothing: an entry created while the service had no
 endpoints) would keep black-holing the client's datagrams until the entry expires. So for
-each UDP service port with at least one serving endpoint, every UDP entry whose original
+each UDP service port (also one without serving endpoints, kubernetes#139629, and one
+whose Service was deleted, kubernetes#141371), every UDP entry whose original
 destination is one of the port's service addresses (clusterIP, LB IPs, externalIPs) with the
 service port, or whose original destination port is the NodePort, and whose reply source is
 not a serving endpoint, is deleted. Newer kube-proxy (v1.32+) compares the reply source as
@@ -103,8 +104,9 @@ def _split_endpoint(ep: str) -> tuple[str, int]:
 
 
 def stale_deletions(entries: Iterable[Entry], ports: Iterable[UdpServicePort]) -> list[Deletion]:
-    """The deletions CleanStaleEntries would make. Pure; ports without serving endpoints are
-    skipped (deleting their entries would only recreate them pointing at nothing)."""
+    """The deletions CleanStaleEntries would make. Pure. A port without serving endpoints
+    loses every entry to its addresses: the REJECT rule only sees new flows, so an old
+    entry would keep sending to a deleted pod (kubernetes#139629)."""
     entries = list(entries)
     out: list[Deletion] = []
     seen: set[Deletion] = set()
@@ -114,8 +116,6 @@ def stale_deletions(entries: Iterable[Entry], ports: Iterable[UdpServicePort]) -
             {_split_endpoint(ep) for ep in sp.serving_endpoints} if by_port
             else {_norm(ip) for ip in sp.serving_endpoint_ips}
         )
-        if not serving:
-            continue
         addrs = {_norm(a) for a in sp.addresses}
         for e in entries:
             rsrc = _norm(e.reply_src)
@@ -145,7 +145,7 @@ def clean_stale_entries(
 ) -> list[Deletion]:
     """Delete stale UDP conntrack entries in the current namespace; returns what was deleted.
     Raises RuntimeError if the table cannot be listed."""
-    ports = [p for p in ports if p.serving_endpoint_ips or p.serving_endpoints]
+    ports = list(ports)
     if not ports:
         return []
     fam = "ipv4" if family == 4 else "ipv6"

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -387,7 +387,7 @@ class Daemon:
             udp_changed = bool((self.applied.udp_services | new_udp) & changed)
         self._sync_health_checks(proxy_state)
         if udp_changed:
-            self._clean_conntrack(proxy_state, loaded.generation)
+            self._clean_conntrack(proxy_state, loaded.generation, self.applied.proxy_state)
         self.applied = _Applied(loaded.generation, proxy_state, new_udp, frozenset(problems))
         self.need_full_sync = False
         self.retry_at = None
@@ -456,9 +456,15 @@ class Daemon:
         for err in self.hc.sync(wanted):
             log.error("%s", err)
 
-    def _clean_conntrack(self, proxy_state: Any, gen: int | None) -> None:
+    def _clean_conntrack(self, proxy_state: Any, gen: int | None, previous: Any = None) -> None:
         try:
             ports = self.backend.udp_ports(proxy_state)
+            if previous is not None:
+                # A deleted UDP Service's flows are stale too (kubernetes#141371): its
+                # ports are cleaned as if they had no endpoints left.
+                kept = {(p.name, p.port) for p in ports}
+                ports += [replace(p, serving_endpoint_ips=frozenset(), serving_endpoints=frozenset())
+                          for p in self.backend.udp_ports(previous) if (p.name, p.port) not in kept]
             deleted = self.conntrack_clean(ports, self.config.ip_family)
         except Exception as e:
             log.error("UDP conntrack cleanup after generation %s failed: %s", gen, e)

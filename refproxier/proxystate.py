@@ -184,9 +184,10 @@ class ProxyState:
         return list(seen.values())
 
     def udp_service_ports(self) -> list[ServicePortInfo]:
-        """UDP ports with at least one serving endpoint: the ones whose stale conntrack
-        entries kube-proxy clears after a sync."""
-        return [sp for sp in self.service_ports if sp.protocol == "UDP" and sp.serving_endpoint_ips]
+        """UDP ports whose stale conntrack entries kube-proxy clears after a sync: all of
+        them, including ports without serving endpoints, whose entries would otherwise keep
+        DNATing one-way flows to a deleted pod (kubernetes#139628, fixed by #139629)."""
+        return [sp for sp in self.service_ports if sp.protocol == "UDP"]
 
 
 def changed_services(old: ProxyState | None, new: ProxyState) -> set[str] | None:

@@ -139,7 +139,9 @@ def test_udp_conntrack_data_lists_destinations_and_serving_endpoints():
                                   ep("10.0.0.3", ready=False, serving=False)],
                    [{"name": "dns", "port": 53, "protocol": "UDP"}])
     st = proxy_state(svc, sl, service("ns1", "noeps", "172.30.0.11", [port("dns", 53, "UDP")]))
-    (sp,) = st.udp_service_ports()
+    # The port without endpoints is listed too: its stale entries are cleared (kubernetes#139629).
+    sp, noeps = st.udp_service_ports()
+    assert noeps.name == "noeps" and noeps.serving_endpoint_ips == ()
     assert sp.destination_ips == ("172.30.0.10", "192.168.99.5", "1.2.3.4")
     assert sp.node_port == 30053
     assert sp.serving_endpoint_ips == ("10.0.0.1", "10.0.0.2")

@@ -83,8 +83,11 @@ def test_conntrack_parse_and_stale_selection():
         # a NodePort flow to an endpoint that is gone
         Deletion(None, 30053, "10.244.9.9"),
     ]
-    # no serving endpoints: nothing is deleted (the entries would only come back)
-    assert stale_deletions(entries, [UdpServicePort("x", ("10.96.0.10",), 53)]) == []
+    # no serving endpoints: every entry to the service goes (kubernetes#139629), or a
+    # one-way flow would keep reaching the deleted pod
+    gone = stale_deletions(entries, [UdpServicePort("x", ("10.96.0.10",), 53)])
+    assert {d.reply_src for d in gone} == {
+        e.reply_src for e in entries if (e.orig_dst, e.orig_dport) == ("10.96.0.10", 53)}
     # Compared as ip:port (kube-proxy v1.32+): the same pod on another target port is stale.
     by_port = UdpServicePort("ns/dns:dns", ("10.96.0.10",), 53, 30053, frozenset({"10.244.1.5"}),
                              frozenset({"10.244.1.5:5353"}))
@@ -186,7 +189,9 @@ def test_default_backend_reads_udp_ports_health_checks_and_changes_from_proxy_st
     assert b.changed(ps, ps2) == set()
     ps3 = b.build(_cluster(items[:1], 3), cfg)
     assert b.changed(ps, ps3) == {"ns1/dns"}
-    assert b.udp_ports(ps3) == []  # no serving endpoints: nothing to clean
+    # no serving endpoints: still cleaned, every entry being stale (kubernetes#139629)
+    (empty,) = b.udp_ports(ps3)
+    assert empty.serving_endpoint_ips == frozenset() and empty.port == 53
     assert b.health_checks(ps3) == {32000: HealthCheckTarget("ns1", "dns", 0)}
 
 
