@@ -220,3 +220,28 @@ def test_udp_nodeport_flow_moves_off_a_removed_endpoint(cluster, timing):
         f"removed the flow must reach {kept.name}.\n{v.explain()}\nstale entries on "
         f"{node.name}:\n{entries_text(left)}"
     )
+
+
+@pytest.mark.behavior(
+    "service/udp/conntrack/deleted-service-flow-stops",
+    must="When a UDP Service is deleted, a flow that was reaching its endpoint MUST NOT keep "
+         "reaching it through the deleted Service's address.",
+    ref="https://github.com/kubernetes/kubernetes/pull/141371",
+)
+@pytest.mark.requires("udp-conntrack-cleanup")
+def test_udp_flow_stops_when_its_service_is_deleted(cluster, timing):
+    old = cluster.add_pod(cluster.nodes[0])
+    svc = cluster.create_service([old], ports=[PortSpec(80, 8080, "UDP")])
+    node = cluster.nodes[1]
+    src = cluster.add_pod(node)
+    (first,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
+    assert first.pod == old.name, f"the flow never started: {first}"
+
+    svc.delete()
+    left = wait_no_stale(timing, node, svc, 80, set())
+    (after,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, timeout=timing.silence_s)
+    assert after.pod is None and not left, (
+        f"flow {src.ip}:{SPORT} still reached {after.pod} through deleted Service "
+        f"{svc.cluster_ip}:80 ({after}); its conntrack entries must go with the Service.\n"
+        f"stale entries on {node.name}:\n{entries_text(left)}"
+    )
