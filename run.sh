@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two entry points, each doing its own set-up on a Debian machine (as root):
-#   bash run.sh conformance [pytest args]   the conformance suite against the reference proxier
+#   bash run.sh conformance [pytest args]   the conformance suite (and bug scenarios) against the reference proxier
 #   bash run.sh tests [pytest args]         the project's own tests (unit, self-test, lint)
 #   bash run.sh matrix                      compatibility matrix: iptables-nft, -legacy, nftables mode
 set -euo pipefail
@@ -57,7 +57,7 @@ shift || true
 case "$cmd" in
   conformance)
     setup conformance
-    exec "$venv/bin/python" -m pytest conformance/ -n 2 \
+    exec "$venv/bin/python" -m pytest conformance/ scenarios/ -n 2 \
       --junitxml=reports/junit.xml --report-dir=reports "$@"
     ;;
   matrix)
