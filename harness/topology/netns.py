@@ -24,6 +24,11 @@ bridge in a node) keeps every node symmetric and lets the lan be captured in one
 Every veth is created *inside* a run namespace with its peer placed directly in another
 one, so no interface ever appears in the root namespace, not even for a moment.
 
+Dual-stack (``TopologySpec(families=("IPv4", "IPv6"))``): every host also gets an IPv6
+address at the same host offset in the ``*_v6`` ranges (node 1 ``fd00:c0:2::b``, its pods
+``fd00:10:244:1::<n>``), with the same routes for IPv6; ``Host.ip`` stays the IPv4 one and
+``Host.ip_of(6)`` gives the IPv6 one.
+
 Pods: ``routed`` = one veth per pod, pod IP /32, the gateway address on every host-side
 veth and a /32 route per pod (CNI ptp, as kindnet uses); ``bridge`` = ``cni0`` bridge
 holding the gateway /24, pods attached to it (CNI bridge plugin), hairpin_mode and
@@ -218,6 +223,15 @@ class Host:
     def family(self) -> int:
         return socket.AF_INET6 if ":" in self.ip else socket.AF_INET
 
+    def ip_of(self, family: int | str) -> str:
+        """This host's first address of ``family`` (4, 6, "IPv4" or "IPv6"), e.g. the
+        IPv6 address of a dual-stack pod; KeyError if it has none."""
+        version = {"IPv4": 4, "IPv6": 6}.get(family, family)  # type: ignore[call-overload]
+        for a in self.addresses:
+            if ipaddress.ip_address(a).version == version:
+                return a
+        raise KeyError(f"{self.name} has no IPv{version} address (it has {self.addresses})")
+
     def run(self, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess:
         """Run a command in this namespace (``ip netns exec``); output captured as text."""
         return run_in_netns(self.netns, list(argv), **kw)
@@ -263,6 +277,9 @@ class Node(Host):
     pod_cidr: str = ""
     pod_gateway: str = ""
     index: int = 0
+    #: dual-stack only: the IPv6 pod CIDR and pod gateway ("" otherwise)
+    pod_cidr6: str = ""
+    pod_gateway6: str = ""
     #: bridge mode: the node's bridge-nf-call-iptables value, None if the kernel lacks it
     br_netfilter: bool | None = None
 
@@ -384,7 +401,7 @@ class Topology:
     def _create_netns(self, name: str, cleanup: CleanupStack | None = None) -> None:
         pr_netns.create(name)
         (cleanup or self._cleanup).push(f"netns {name}", lambda: self._remove_netns(name))
-        if self.resolved.lan.version == 6:
+        if 6 in self.resolved.versions:
             # before any interface exists: no duplicate address detection on links we
             # built ourselves, so link-local addresses (used by neighbour discovery) are
             # usable at once instead of after ~1 s, which cost first probes a SYN retry
@@ -412,6 +429,10 @@ class Topology:
             br = lan.link_lookup(ifname="br0")[0]
             lan.addr("add", index=br, address=str(r.router), prefixlen=lan_len,
                      **({"flags": IFA_F_NODAD} if r.lan.version == 6 else {}))
+            if r.router6 is not None:
+                assert r.lan6 is not None
+                lan.addr("add", index=br, address=str(r.router6), prefixlen=r.lan6.prefixlen,
+                         flags=IFA_F_NODAD)
             lan.link("set", index=br, state="up")
 
             def attach(ns: str, port: str, addrs: list[IPAddress]) -> None:
@@ -425,33 +446,40 @@ class Topology:
                 eth = _nl_retry(lambda: ipr.link_lookup(ifname="eth0")[0])
                 for k, a in enumerate(addrs):
                     extra: dict[str, Any] = {}
+                    plen = lan_len
                     if a.version == 6:
                         # usable at once (no duplicate address detection on our own lan),
                         # and secondaries deprecated so the kernel never picks one as a
                         # default source (IPv4 marks them secondary by itself)
                         extra = {"flags": IFA_F_NODAD}
-                        if k:
+                        if any(b.version == 6 for b in addrs[:k]):
                             extra.update(preferred_lft=0, valid_lft=0xFFFFFFFF)
-                    ipr.addr("add", index=eth, address=str(a), prefixlen=lan_len, **extra)
+                        if r.lan6 is not None and a in r.lan6:
+                            plen = r.lan6.prefixlen
+                    ipr.addr("add", index=eth, address=str(a), prefixlen=plen, **extra)
                 ipr.link("set", index=eth, state="up")
 
             for rn in r.nodes.values():
                 ns = self.alloc.netns_name("node", rn.index)
-                attach(ns, f"node{rn.index}", [rn.lan_ip])
+                six = [rn.lan_ip6] if rn.lan_ip6 is not None else []
+                attach(ns, f"node{rn.index}", [rn.lan_ip, *six])
                 # the pod gateway is a local address of the node too (cni0 or every host
                 # veth): a node reaching a local pod, or masquerading to it, uses it
                 self.nodes[rn.name] = Node(
                     name=rn.name, netns=ns, ip=str(rn.lan_ip),
-                    addresses=[str(rn.lan_ip), str(rn.gateway)],
+                    addresses=[str(rn.lan_ip), str(rn.gateway),
+                               *(str(a) for a in (rn.lan_ip6, rn.gateway6) if a is not None)],
                     _topo=self, lan_ip=str(rn.lan_ip), pod_cidr=str(rn.pod_cidr),
-                    pod_gateway=str(rn.gateway), index=rn.index)
+                    pod_gateway=str(rn.gateway), index=rn.index,
+                    pod_cidr6=str(rn.pod_cidr6 or ""), pod_gateway6=str(rn.gateway6 or ""))
                 self._names[rn.name] = "node"
             for j, (cname, (ip, extras)) in enumerate(r.clients.items(), start=1):
                 ns = self.alloc.netns_name("client", j)
-                attach(ns, f"client{j}", [ip, *extras])
+                six = [r.clients6[cname]] if cname in r.clients6 else []
+                attach(ns, f"client{j}", [ip, *extras, *six])
                 self.clients[cname] = Client(
                     name=cname, netns=ns, ip=str(ip),
-                    addresses=[str(ip), *map(str, extras)], _topo=self)
+                    addresses=[str(ip), *map(str, extras), *map(str, six)], _topo=self)
                 self._names[cname] = "client"
 
         for node in self.nodes.values():
@@ -463,6 +491,10 @@ class Topology:
                 ipr.route("add", dst=str(net), gateway=gw.lan_ip)
             for node in self.nodes.values():
                 ipr.route("add", dst=node.pod_cidr, gateway=node.lan_ip)
+            if r.service6 is not None:
+                ipr.route("add", dst=str(r.service6), gateway=gw.ip_of(6))
+                for node in self.nodes.values():
+                    ipr.route("add", dst=node.pod_cidr6, gateway=node.ip_of(6))
 
         if self._want_echo:
             from harness.traffic.echo import EchoServer
@@ -476,6 +508,8 @@ class Topology:
         r = self.resolved
         v6 = r.lan.version == 6
         node.sysctl("net.ipv6.conf.all.forwarding" if v6 else "net.ipv4.ip_forward", 1)
+        if r.dual_stack:
+            node.sysctl("net.ipv6.conf.all.forwarding", 1)
         # explicit values instead of whatever the root namespace's defaults leak in
         node.sysctl("net.ipv4.conf.all.rp_filter", 0)
         node.sysctl("net.ipv4.conf.default.rp_filter", 0)
@@ -492,6 +526,11 @@ class Topology:
         for other in self.nodes.values():
             if other is not node:
                 ipr.route("add", dst=other.pod_cidr, gateway=other.lan_ip)
+        if r.router6 is not None:
+            ipr.route("add", dst="::/0", gateway=str(r.router6))
+            for other in self.nodes.values():
+                if other is not node:
+                    ipr.route("add", dst=other.pod_cidr6, gateway=other.ip_of(6))
         if self.spec.pod_network == "bridge":
             ipr.link("add", ifname="cni0", kind="bridge", br_mcast_snooping=0)
             br = ipr.link_lookup(ifname="cni0")[0]
@@ -499,6 +538,10 @@ class Topology:
             nodad = {"flags": IFA_F_NODAD} if pc.version == 6 else {}
             ipr.addr("add", index=br, address=node.pod_gateway, prefixlen=pc.prefixlen,
                      **nodad)
+            if node.pod_cidr6:
+                ipr.addr("add", index=br, address=node.pod_gateway6,
+                         prefixlen=ipaddress.ip_network(node.pod_cidr6).prefixlen,
+                         flags=IFA_F_NODAD)
             ipr.link("set", index=br, state="up")
         if self.spec.pod_network == "bridge":
             key = "net.bridge.bridge-nf-call-iptables"
@@ -534,7 +577,11 @@ class Topology:
         k = self.alloc.next_index("pod")
         ns = self.alloc.netns_name("pod", k)
         host_if = self.alloc.ifname(f"veth{k}")
-        pod = Pod(name=name, netns=ns, ip=str(pod_ip), addresses=[str(pod_ip)], _topo=self,
+        addrs = [str(pod_ip)]
+        if n.pod_cidr6:  # dual-stack: the IPv6 twin at the same host offset
+            addrs.append(str(self.resolved.v6_twin(pod_ip, ipaddress.ip_network(n.pod_cidr),
+                                                   ipaddress.ip_network(n.pod_cidr6))))
+        pod = Pod(name=name, netns=ns, ip=str(pod_ip), addresses=addrs, _topo=self,
                   node=n, ports=list(ports_t), host_ifname=host_if)
         # everything of this pod is undone by one token, so remove_pod can run it mid-run
         sub = CleanupStack()
@@ -583,6 +630,10 @@ class Topology:
                      **({"flags": IFA_F_NODAD} if pc.version == 6 else {}))
             ipr.link("set", index=idx, state="up")
             ipr.route("add", dst=f"{pod_ip}/{pc.max_prefixlen}", oif=idx, scope=253)
+            if n.pod_cidr6:
+                ipr.addr("add", index=idx, address=n.pod_gateway6, prefixlen=128,
+                         flags=IFA_F_NODAD)
+                ipr.route("add", dst=f"{pod.ip_of(6)}/128", oif=idx)
         with pod.iproute() as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             eth = _nl_retry(lambda: ipr.link_lookup(ifname="eth0")[0])
@@ -594,6 +645,13 @@ class Topology:
                 ipr.route("add", dst=f"{n.pod_gateway}/{pc.max_prefixlen}", oif=eth,
                           scope=253)
             ipr.route("add", dst="default", gateway=n.pod_gateway)
+            if n.pod_cidr6:
+                pc6 = ipaddress.ip_network(n.pod_cidr6)
+                ipr.addr("add", index=eth, address=pod.ip_of(6),
+                         prefixlen=pc6.prefixlen if bridge else 128, flags=IFA_F_NODAD)
+                if not bridge:
+                    ipr.route("add", dst=f"{n.pod_gateway6}/128", oif=eth)
+                ipr.route("add", dst="::/0", gateway=n.pod_gateway6)
 
     def _nl(self, ns: str) -> IPRoute:
         """The topology's netlink handle for a lan/node/client namespace (opened once).

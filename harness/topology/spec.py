@@ -97,6 +97,14 @@ class TopologySpec:
     client_gateway: str | None = None
     #: prefix length of the per-node pod CIDRs carved from cluster_cidr (IPv4 default)
     node_cidr_prefixlen: int = 24
+    #: ``("IPv4", "IPv6")`` builds dual-stack hosts: every node, client and pod also gets an
+    #: IPv6 address from the ``*_v6`` ranges below, at the same host offset as its IPv4
+    #: one, with routes for both families. Empty: single-stack, the family of the CIDRs.
+    families: tuple[str, ...] = ()
+    lan_cidr_v6: str = "fd00:c0:2::/64"
+    cluster_cidr_v6: str = "fd00:10:244::/56"
+    service_cidr_v6: str = "fd00:10:96::/108"
+    node_cidr_prefixlen_v6: int = 64
 
 
 # --------------------------------------------------------------------------- validation
@@ -143,6 +151,10 @@ class ResolvedNode:
     lan_ip: IPAddress
     pod_cidr: IPNetwork
     gateway: IPAddress
+    #: dual-stack only: the second family's lan IP, pod CIDR and pod gateway
+    lan_ip6: IPAddress | None = None
+    pod_cidr6: IPNetwork | None = None
+    gateway6: IPAddress | None = None
 
 
 @dataclass
@@ -159,6 +171,25 @@ class Resolved:
     nodes: dict[str, ResolvedNode] = field(default_factory=dict)
     clients: dict[str, tuple[IPAddress, list[IPAddress]]] = field(default_factory=dict)
     gateway: str = ""
+    #: dual-stack only (``spec.families`` has two): the IPv6 ranges, router and client IPs
+    lan6: IPNetwork | None = None
+    cluster6: IPNetwork | None = None
+    service6: IPNetwork | None = None
+    router6: IPAddress | None = None
+    clients6: dict[str, IPAddress] = field(default_factory=dict)
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.lan6 is not None
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """IP versions of the hosts' addresses, primary first."""
+        return (self.lan.version, 6) if self.dual_stack else (self.lan.version,)
+
+    def v6_twin(self, ip: IPAddress, net: IPNetwork, net6: IPNetwork) -> IPAddress:
+        """The IPv6 address at ``ip``'s host offset in ``net``, inside ``net6``."""
+        return net6.network_address + (int(ip) - int(net.network_address))
 
 
 def validate(spec: TopologySpec) -> Resolved:
@@ -174,7 +205,26 @@ def validate(spec: TopologySpec) -> Resolved:
     families = {n.version for n in nets.values()}
     if len(families) != 1:
         raise TopologyError(topo, "cluster_cidr", "CIDRs mix IPv4 and IPv6",
-                            "use one family for now (dual-stack is not built yet)")
+                            "give IPv4 ranges and set families=('IPv4', 'IPv6') for "
+                            "dual-stack (the IPv6 ranges are the *_v6 fields)")
+    fams = tuple(spec.families)
+    primary = "IPv4" if 4 in families else "IPv6"
+    if fams not in ((), (primary,), ("IPv4", "IPv6")) or (len(fams) == 2 and primary != "IPv4"):
+        raise TopologyError(topo, "families", f"{fams!r} does not fit CIDRs of {primary}",
+                            "use (), a single family matching the CIDRs, or ('IPv4', 'IPv6') "
+                            "with IPv4 CIDRs (dual-stack, IPv4 primary)")
+    nets6: dict[str, IPNetwork] = {}
+    if len(fams) == 2:
+        nets6 = {f: _net(topo, f, getattr(spec, f))
+                 for f in ("lan_cidr_v6", "cluster_cidr_v6", "service_cidr_v6")}
+        for f, n in nets6.items():
+            if n.version != 6:
+                raise TopologyError(topo, f, f"{n} is not IPv6", "give an IPv6 range")
+        c6 = nets6["cluster_cidr_v6"]
+        if not (c6.prefixlen <= spec.node_cidr_prefixlen_v6 <= 120):
+            raise TopologyError(topo, "node_cidr_prefixlen_v6", f"/{spec.node_cidr_prefixlen_v6}"
+                                f" does not fit in {c6}", "pick a longer prefix than the cluster's")
+        nets.update(nets6)
     items = list(nets.items())
     for i, (fa, na) in enumerate(items):
         for fb, nb in items[i + 1:]:
@@ -189,6 +239,11 @@ def validate(spec: TopologySpec) -> Resolved:
                             f"not fit in {cluster}", "pick a longer prefix than the cluster's")
     r = Resolved(spec, lan, cluster, nets["service_cidr"], nets["external_cidr"],
                  nets["lb_cidr"], lan.network_address + LAN_ROUTER_HOST)
+    if nets6:
+        r.lan6, r.cluster6 = nets6["lan_cidr_v6"], nets6["cluster_cidr_v6"]
+        r.service6 = nets6["service_cidr_v6"]
+        r.router6 = r.lan6.network_address + LAN_ROUTER_HOST
+        subnets6 = list(r.cluster6.subnets(new_prefix=spec.node_cidr_prefixlen_v6))
     seen_names: dict[str, str] = {}
     lan_used: dict[IPAddress, str] = {r.router: "the lan router"}
     subnets = list(cluster.subnets(new_prefix=spec.node_cidr_prefixlen))
@@ -233,13 +288,22 @@ def validate(spec: TopologySpec) -> Resolved:
                 raise TopologyError(obj, "pod_cidr", f"{pc} overlaps node {other.name!r}'s "
                                     f"pod CIDR {other.pod_cidr}",
                                     "give every node a disjoint pod CIDR")
-        r.nodes[n.name] = ResolvedNode(n.name, i, ip, pc, pc.network_address + 1)
+        rn = r.nodes[n.name] = ResolvedNode(n.name, i, ip, pc, pc.network_address + 1)
+        if r.lan6 is not None:
+            if i >= len(subnets6):
+                raise TopologyError(obj, "pod_cidr", f"cluster_cidr_v6 {r.cluster6} has no "
+                                    "room left", "use a larger cluster_cidr_v6")
+            rn.lan_ip6 = r.v6_twin(ip, lan, r.lan6)
+            rn.pod_cidr6 = subnets6[i]
+            rn.gateway6 = rn.pod_cidr6.network_address + 1
 
     for j, c in enumerate(spec.clients, start=1):
         obj = claim_name("client", c.name)
         ip = _addr(obj, "ip", c.ip) if c.ip else lan.network_address + (LAN_CLIENT_BASE + j)
         claim_lan(obj, "ip", ip)
         r.clients[c.name] = (ip, [])
+        if r.lan6 is not None:
+            r.clients6[c.name] = r.v6_twin(ip, lan, r.lan6)
     # secondaries are handed out after every primary is known, in client order
     nxt = LAN_SECONDARY_FIRST
     for c in spec.clients:

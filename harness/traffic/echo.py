@@ -91,7 +91,9 @@ class _Server:
     # -- control ----------------------------------------------------------------------
 
     def add(self, name: str, netns: str, family: str, ports: Iterable[list[Any]]) -> None:
-        fam = socket.AF_INET6 if family == "6" else socket.AF_INET
+        # "4", "6", or "4,6" for a dual-stack pod (then the IPv6 sockets are IPv6-only, so
+        # IPv4 peers are seen as plain IPv4 addresses, not v4-mapped ones)
+        fams = [socket.AF_INET6 if f == "6" else socket.AF_INET for f in family.split(",")]
         socks: list[tuple[socket.socket, str]] = []
         nsfd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -99,11 +101,13 @@ class _Server:
         finally:
             os.close(nsfd)
         try:
-            for port, proto in ports:
+            for (port, proto), fam in ((pp, f) for pp in ports for f in fams):
                 stype, ipproto = _PROTO[proto]
                 s = socket.socket(fam, stype, ipproto)
                 socks.append((s, proto))
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if fam == socket.AF_INET6 and len(fams) > 1:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(port)))
                 if stype == socket.SOCK_STREAM:
                     s.listen(1024)
@@ -361,7 +365,7 @@ class EchoServer:
     def add_pod(self, pod: Pod) -> None:
         """Listen on all of ``pod.ports`` inside the pod's namespace; returns when ready."""
         self.command(op="add", name=pod.name, netns=pod.netns,
-                     family="6" if ":" in pod.ip else "4",
+                     family=",".join(sorted({"6" if ":" in a else "4" for a in pod.addresses})),
                      ports=[[p, proto] for p, proto in pod.ports])
         self._pods.add(pod.name)
 
