@@ -32,17 +32,27 @@ SENTINEL_PORT_BASE = 20000
 class Allocations:
     """Service-level names, ClusterIPs and node ports, unique within one ClusterEnv."""
 
-    def __init__(self, service_cidr: str) -> None:
+    def __init__(self, service_cidr: str, service_cidr6: str | None = None) -> None:
         net = ipaddress.ip_network(service_cidr)
         # .0.1 is traditionally the apiserver's; tests start further in.
         self._ips = (str(net.network_address + i) for i in itertools.count(256 + 1))
+        # dual-stack: the other family's service range (IPv6 ClusterIPs)
+        self._ips6 = None if service_cidr6 is None else (
+            str(ipaddress.ip_network(service_cidr6).network_address + i)
+            for i in itertools.count(256 + 1))
         self._node_ports = itertools.count(NODE_PORT_BASE)
         self._hc_ports = itertools.count(HEALTH_CHECK_PORT_BASE)
         self._names = itertools.count(1)
         self.service_cidr = net
 
-    def cluster_ip(self) -> str:
-        return next(self._ips)
+    def cluster_ip(self, family: str | None = None) -> str:
+        """A free ClusterIP of the primary range, or of ``family`` ("IPv4"/"IPv6")."""
+        if family is None or family == model.family_of(str(self.service_cidr.network_address)):
+            return next(self._ips)
+        if self._ips6 is None:
+            raise ValueError(f"no {family} service range: the topology is not dual-stack "
+                             "(TopologySpec families=('IPv4', 'IPv6'))")
+        return next(self._ips6)
 
     def node_port(self) -> int:
         return next(self._node_ports)
@@ -80,6 +90,23 @@ class ServiceHandle:
         return self.spec.cluster_ip
 
     @property
+    def cluster_ips(self) -> list[str]:
+        """Every clusterIP, primary first (two on a dual-stack Service)."""
+        return list(self.spec.cluster_ips) or [self.cluster_ip]
+
+    @property
+    def ip_families(self) -> list[str]:
+        return [model.family_of(ip) for ip in self.cluster_ips]
+
+    def cluster_ip_of(self, family: str) -> str:
+        """The clusterIP of ``family`` ("IPv4" or "IPv6")."""
+        for ip in self.cluster_ips:
+            if model.family_of(ip) == family:
+                return ip
+        raise KeyError(f"Service {self.namespace}/{self.name} has no {family} clusterIP "
+                       f"({self.cluster_ips})")
+
+    @property
     def ports(self) -> list[PortSpec]:
         return self.spec.ports
 
@@ -108,7 +135,7 @@ class ServiceHandle:
 
     def set_endpoints(self, endpoints: Iterable[Any], *, sync: bool = True) -> None:
         """Replace the endpoints: pods (ready, on their node) or ``EndpointSpec``s."""
-        self.slices = [self.env.slice_for(self, endpoints)]
+        self.slices = self.env.slices_for(self, endpoints)
         self.env.put_service(self)
         if sync:
             self.env.sync()
@@ -150,7 +177,10 @@ class ClusterEnv:
         self.timing = timing
         self.iptables = iptables
         self.controlplane = StateDirControlPlane(self.workdir / "state")
-        self.alloc = Allocations(topology.spec.service_cidr)
+        resolved = getattr(topology, "resolved", None)
+        self.dual_stack = bool(getattr(resolved, "dual_stack", False))
+        self.alloc = Allocations(topology.spec.service_cidr,
+                                 topology.spec.service_cidr_v6 if self.dual_stack else None)
         self.proxiers: dict[str, ProxierProcess] = {}
         self.services: dict[tuple[str, str], ServiceHandle] = {}
         self._pod_names = itertools.count(1)
@@ -178,19 +208,28 @@ class ClusterEnv:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         for node in self.nodes:
-            self.controlplane.put(model.node_object(node.name, [node.ip], str(node.pod_cidr)))
+            if self.dual_stack:
+                self.controlplane.put(model.node_object(
+                    node.name, [node.ip, node.ip_of(6)], str(node.pod_cidr),
+                    [str(node.pod_cidr), node.pod_cidr6]))
+            else:
+                self.controlplane.put(model.node_object(node.name, [node.ip], str(node.pod_cidr)))
         if not self.proxier_spec.has("acks"):
             self._add_sentinel()
         self._publish()
         spec = self.topology.spec
+        cluster_cidr, service_cidr = str(spec.cluster_cidr), str(spec.service_cidr)
+        if self.dual_stack:  # comma lists, primary family first (as kube-proxy's flags)
+            cluster_cidr += f",{spec.cluster_cidr_v6}"
+            service_cidr += f",{spec.service_cidr_v6}"
         for node in self.nodes:
             values = {
                 "node": node.name,
-                "node_ip": node.ip,
+                "node_ip": f"{node.ip},{node.ip_of(6)}" if self.dual_stack else node.ip,
                 "state_dir": str(self.controlplane.state_dir),
                 "kubeconfig": "",
-                "cluster_cidr": str(spec.cluster_cidr),
-                "service_cidr": str(spec.service_cidr),
+                "cluster_cidr": cluster_cidr,
+                "service_cidr": service_cidr,
                 "python": python_executable(),
                 "iptables": self.iptables,
             }
@@ -295,10 +334,38 @@ class ClusterEnv:
         ports = model.slice_ports_for(svc.ports, {"http": 8080, "alt": 9090})
         return SliceSpec(name=f"{svc.name}-{self.alloc.name('s')}", endpoints=eps, ports=ports)
 
+    def slices_for(self, svc: ServiceHandle, endpoints: Iterable[Any]) -> list[SliceSpec]:
+        """The Service's EndpointSlices for ``endpoints``: one, or on a dual-stack Service
+        one per addressType (a pod's address of that family; an ``EndpointSpec`` goes to
+        the slice of its address's family)."""
+        endpoints = list(endpoints)
+        families = svc.ip_families
+        if len(families) == 1:
+            return [self.slice_for(svc, endpoints)]
+        out = []
+        for fam in families:
+            eps = [e if isinstance(e, EndpointSpec) else
+                   EndpointSpec(ip=e.ip_of(fam), node=e.node.name if hasattr(e.node, "name")
+                                else e.node, pod=e.name)
+                   for e in endpoints]
+            s = self.slice_for(svc, [e for e in eps if model.family_of(e.ip) == fam])
+            s.address_type = fam
+            out.append(s)
+        return out
+
     def create_service(self, endpoints: Iterable[Any] = (), *, ports: Sequence[PortSpec] | None = None,
                        type: str = "ClusterIP", name: str | None = None, sync: bool = True,
+                       ip_families: Sequence[str] | None = None,
                        **fields: Any) -> ServiceHandle:
-        """Publish a Service (and its EndpointSlice) and wait until every proxier has it."""
+        """Publish a Service (and its EndpointSlice) and wait until every proxier has it.
+
+        ``ip_families=("IPv4", "IPv6")`` (dual-stack topology): a ClusterIP of each family
+        and one EndpointSlice per addressType, e.g.
+        ``svc = cluster.create_service(pods, ip_families=("IPv4", "IPv6"))``.
+        """
+        if ip_families and "cluster_ips" not in fields:
+            fields["cluster_ips"] = [self.alloc.cluster_ip(f) for f in ip_families]
+            fields.setdefault("cluster_ip", fields["cluster_ips"][0])
         ports = [PortSpec(**vars(p)) for p in (ports or [PortSpec(80, 8080, "TCP", "")])]
         if type in ("NodePort", "LoadBalancer"):
             for p in ports:
@@ -312,7 +379,7 @@ class ClusterEnv:
             spec.health_check_node_port = self.alloc.health_check_port()
         svc = ServiceHandle(self, spec)
         endpoints = list(endpoints)
-        svc.slices = [self.slice_for(svc, endpoints)] if endpoints else []
+        svc.slices = self.slices_for(svc, endpoints) if endpoints else []
         self.put_service(svc)
         if sync:
             self.sync()

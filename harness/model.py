@@ -85,6 +85,9 @@ class ServiceSpecIn:
     source_ranges: list[str] = field(default_factory=list)
     health_check_node_port: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: every clusterIP, primary (= ``cluster_ip``) first: two families make a dual-stack
+    #: Service (``ipFamilyPolicy: RequireDualStack``); empty means ``[cluster_ip]``
+    cluster_ips: list[str] = field(default_factory=list)
 
 
 def family_of(ip: str) -> str:
@@ -116,15 +119,16 @@ def service_object(spec: ServiceSpecIn) -> dict[str, Any]:
                 ingress=[LoadBalancerIngress(ip=ip, ipMode="VIP") for ip in spec.load_balancer_ips]
             )
         )
-    family = family_of(spec.cluster_ip) if spec.cluster_ip else "IPv4"
+    cluster_ips = spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else [])
+    families = [family_of(ip) for ip in cluster_ips] or ["IPv4"]
     svc = Service(
         metadata=ObjectMeta(name=spec.name, namespace=spec.namespace, labels=spec.labels or None),
         spec=ServiceSpec(
             type=spec.type,
             clusterIP=spec.cluster_ip,
-            clusterIPs=[spec.cluster_ip] if spec.cluster_ip else None,
-            ipFamilies=[family],
-            ipFamilyPolicy="SingleStack",
+            clusterIPs=cluster_ips or None,
+            ipFamilies=families,
+            ipFamilyPolicy="SingleStack" if len(families) == 1 else "RequireDualStack",
             ports=ports,
             sessionAffinity=affinity or "None",
             sessionAffinityConfig=affinity_config,
@@ -166,10 +170,13 @@ def endpoint_slice_object(service: str, namespace: str, spec: SliceSpec) -> dict
     return es.to_dict()
 
 
-def node_object(name: str, addresses: Sequence[str], pod_cidr: str | None = None) -> dict[str, Any]:
+def node_object(name: str, addresses: Sequence[str], pod_cidr: str | None = None,
+                pod_cidrs: Sequence[str] = ()) -> dict[str, Any]:
+    """A Node; ``pod_cidrs`` (dual-stack) lists every pod CIDR, ``pod_cidr`` first."""
+    cidrs = list(pod_cidrs) or ([pod_cidr] if pod_cidr else [])
     node = Node(
         metadata=ObjectMeta(name=name),
-        spec=NodeSpec(podCIDR=pod_cidr, podCIDRs=[pod_cidr] if pod_cidr else None),
+        spec=NodeSpec(podCIDR=pod_cidr, podCIDRs=cidrs or None),
         status=NodeStatus(addresses=[NodeAddress(type="InternalIP", address=a) for a in addresses]),
     )
     return node.to_dict()

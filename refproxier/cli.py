@@ -56,8 +56,10 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iptables-localhost-nodeports", type=_bool, default=True, metavar="true|false",
                    help="accept NodePorts on 127.0.0.1 (default true)")
     g.add_argument("--masquerade-bit", type=int, default=14, help="fwmark bit for SNAT (default 14)")
-    g.add_argument("--ip-family", type=int, choices=(4, 6), default=None,
-                   help="IP family to proxy (default: that of the first --node-ip, else 4)")
+    g.add_argument("--ip-family", type=_families, default=None, metavar="4|6|4,6",
+                   help="IP family or families to proxy; '4,6' runs both in one process, as "
+                   "kube-proxy does on a dual-stack node (default: the families of --node-ip, "
+                   "else 4)")
     g.add_argument("--proxy-mode", choices=("iptables", "nftables"), default="iptables",
                    help="iptables (default) or nftables")
     g.add_argument("--service-cidr", action="append", metavar="CIDR[,CIDR]",
@@ -73,6 +75,30 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
                    help="add kube-proxy's nfacct counter matches (render only)")
     g.add_argument("--random-fully", type=_bool, default=True, metavar="true|false",
                    help="iptables supports MASQUERADE --random-fully (default true)")
+
+
+def _families(value: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in value.split(","):
+        if part.strip() not in ("4", "6") or int(part) in out:
+            raise argparse.ArgumentTypeError(f"expected 4, 6, 4,6 or 6,4, not {value!r}")
+        out.append(int(part))
+    return tuple(out)
+
+
+def families_from_args(args: argparse.Namespace) -> tuple[int, ...]:
+    """The IP families to proxy: ``--ip-family``, else those of ``--node-ip`` in order."""
+    if args.ip_family:
+        return tuple(args.ip_family)
+    versions: list[int] = []
+    for ip in _comma_list(args.node_ip):
+        try:
+            v = ipaddress.ip_address(ip).version
+        except ValueError:
+            continue  # reported by config_from_args
+        if v not in versions:
+            versions.append(v)
+    return tuple(versions) or (4,)
 
 
 def _duration(value: str) -> float:
@@ -116,7 +142,7 @@ def config_from_args(args: argparse.Namespace) -> ProxierConfig:
         npa = tuple(f"{ip}/{32 if ipaddress.ip_address(ip).version == 4 else 128}" for ip in node_ips)
     else:
         npa = _checked(npa, "--nodeport-addresses", _cidr, "a CIDR")
-    family = args.ip_family or (ipaddress.ip_address(node_ips[0]).version if node_ips else 4)
+    family = families_from_args(args)[0]  # the first; see main() for dual-stack
     if not 0 <= args.masquerade_bit <= 31:
         raise ValueError(f"--masquerade-bit: {args.masquerade_bit} is not in [0, 31]")
     return ProxierConfig(
@@ -184,15 +210,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"refproxier: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    import dataclasses
+
+    families = families_from_args(args)
+    configs = [dataclasses.replace(config, ip_family=f) for f in families]
     try:
         if args.command == "render":
-            return _render(args, config)
+            if args.ip_family and len(args.ip_family) > 1:
+                print("refproxier: error: --ip-family: render one family at a time",
+                      file=sys.stderr)
+                return EXIT_USAGE
+            return _render(args, config)  # without --ip-family: the first node IP's
         # The daemon needs root and netfilter; import it only when asked to run.
         from refproxier import daemon
 
         if args.command == "run":
+            if len(configs) > 1:
+                return int(daemon.run_dual_stack(configs, args.state_dir))
             return int(daemon.run(config, args.state_dir))
-        return int(daemon.cleanup(config))
+        return max(int(daemon.cleanup(c)) for c in configs)
     except ModelError as e:
         print(f"refproxier: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -621,13 +621,16 @@ def _resolve_flavour(config: ProxierConfig) -> str:
     return netfilter_exec.detect_flavour(config.ip_family)
 
 
-def run(config: ProxierConfig, state_dir: str) -> int:
-    """Run the proxier until SIGTERM/SIGINT; returns the exit status (0, or 2 on refusal)."""
-    _setup_logging(config.hostname)
+def _refuse_root_netns() -> bool:
     if in_root_netns():
         print("refproxier: refusing to run in the root network namespace; start it inside a "
               "node namespace (ip netns exec <ns> ...)", file=sys.stderr)
-        return 2
+        return True
+    return False
+
+
+def _make_daemon(config: ProxierConfig, state_dir: str, **kw: Any) -> tuple[Daemon, str]:
+    """One family's Daemon with its real netfilter parts; returns it and the flavour."""
     backend: Backend | None = None
     ipt: NetfilterOps
     if config.proxy_mode == "nftables":
@@ -647,7 +650,17 @@ def run(config: ProxierConfig, state_dir: str) -> int:
     refresh = _refresh_local_addresses if config.nodeport_addresses else None
     if refresh is not None:
         config = refresh(config)
-    daemon = Daemon(config, state_dir, ipt=ipt, backend=backend, refresh_config=refresh)
+    return Daemon(config, state_dir, ipt=ipt, backend=backend, refresh_config=refresh,
+                  **kw), flavour
+
+
+def run(config: ProxierConfig, state_dir: str) -> int:
+    """Run the proxier until SIGTERM/SIGINT; returns the exit status (0, or 2 on refusal)."""
+    _setup_logging(config.hostname)
+    if _refuse_root_netns():
+        return 2
+    daemon, flavour = _make_daemon(config, state_dir)
+    config = daemon.config
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
@@ -661,6 +674,97 @@ def run(config: ProxierConfig, state_dir: str) -> int:
         daemon.run_forever()
     finally:
         daemon.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    log.info("stopped")
+    return 0
+
+
+class _NoHealthChecks(HealthCheckServers):
+    """The secondary family's: the primary's servers listen on both families already."""
+
+    def sync(self, wanted: Any) -> list[str]:  # type: ignore[override]
+        return []
+
+
+class _SerializedLoads:
+    """A backend whose ``load`` runs under a lock shared by the families' loops: lightkube
+    (msgspec) resolves its models' annotations lazily on first use, which is not
+    thread-safe (seen: a segfault when both loops parsed the first state at once)."""
+
+    def __init__(self, inner: Backend, lock: threading.Lock) -> None:
+        self._inner = inner
+        self._lock = lock
+
+    def load(self, state_dir: str) -> LoadedState:
+        with self._lock:
+            return self._inner.load(state_dir)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _BothFamiliesAck:
+    """``write_applied`` for a dual-stack process: ``applied/<node>`` is written only when
+    every family's loop has applied the generation (the lowest of them is written)."""
+
+    def __init__(self, families: Iterable[int]) -> None:
+        self.lock = threading.Lock()
+        self.generations: dict[int, int | None] = dict.fromkeys(families)
+
+    def for_family(self, family: int) -> Callable[[str, str, int], None]:
+        def write(state_dir: str, node: str, generation: int) -> None:
+            with self.lock:
+                self.generations[family] = generation
+                gens = list(self.generations.values())
+                if all(g is not None for g in gens):
+                    statedir.write_applied(state_dir, node, min(gens))  # type: ignore[type-var]
+        return write
+
+
+def run_dual_stack(configs: list[ProxierConfig], state_dir: str) -> int:
+    """Run one sync loop per family (``configs``, primary first) in one process, as
+    kube-proxy does on a dual-stack node: each family's loop uses the ClusterIPs and
+    EndpointSlices of its family and its own table (iptables/ip6tables, or the ip/ip6
+    nftables table). ``applied/<node>`` is written when all families have applied a
+    generation. Health check node ports are served once, on both families."""
+    _setup_logging(configs[0].hostname)
+    if _refuse_root_netns():
+        return 2
+    ack = _BothFamiliesAck(c.ip_family for c in configs)
+    load_lock = threading.Lock()
+    daemons: list[Daemon] = []
+    for k, config in enumerate(configs):
+        hc = HealthCheckServers(6) if k == 0 else _NoHealthChecks(config.ip_family)
+        daemon, flavour = _make_daemon(config, state_dir, hc=hc,
+                                       write_applied=ack.for_family(config.ip_family))
+        daemon.backend = _SerializedLoads(daemon.backend, load_lock)  # type: ignore[assignment]
+        daemons.append(daemon)
+        log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
+                 config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
+                 config.min_sync_period)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
+        for d in daemons:
+            d.stop_event.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    threads = [threading.Thread(target=d.run_forever, name=f"sync-ipv{d.config.ip_family}",
+                                daemon=True) for d in daemons]
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)  # short joins: signals are handled on this (main) thread
+    finally:
+        for d in daemons:
+            d.stop_event.set()
+        for t in threads:
+            t.join()
+        for d in daemons:
+            d.close()
         for s, h in old.items():
             signal.signal(s, h)
     log.info("stopped")

@@ -40,6 +40,8 @@ CAPABILITIES: dict[str, str] = {
     "reject-no-endpoints": "actively refuses (ICMP port unreachable) Services without endpoints",
     "health-check-nodeport": "serves healthCheckNodePort for externalTrafficPolicy Local",
     "ipv6": "IPv6 Services",
+    "dual-stack": "dual-stack Services (clusterIPs of both families) on dual-stack nodes, one "
+                  "process per node (node_ip, cluster_cidr, service_cidr are comma lists)",
     "sctp": "SCTP Services",
     "udp-conntrack-cleanup": "clears stale UDP conntrack entries when endpoints change",
     "invalid-drop": "drops forwarded packets in conntrack state INVALID (kube-proxy's KUBE-FORWARD rule)",
@@ -59,6 +61,7 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "resync-on-flush",
         "sctp",
         "ipv6",
+        "dual-stack",
     }
 )
 

@@ -1,0 +1,120 @@
+"""Dual-stack Services: one Service with a ClusterIP of each family, on dual-stack nodes.
+
+kube-proxy on a dual-stack node runs one proxier per family in one process: each uses the
+Service's clusterIP of its family (``spec.clusterIPs``) and only the EndpointSlices of its
+``addressType``. The checks run on their own dual-stack cluster (one per module and
+pytest-xdist worker): every node, client and pod has an IPv4 and an IPv6 address. They
+need a proxier that declares ``ipv6`` and ``dual-stack``; the proxier command gets comma
+lists (IPv4 first) for ``{node_ip}``, ``{cluster_cidr}`` and ``{service_cidr}``.
+"""
+
+import os
+
+import pytest
+
+from harness.traffic.probe import probe
+from harness.verdicts import reached_only
+
+pytestmark = [pytest.mark.ipv6, pytest.mark.requires("ipv6"), pytest.mark.requires("dual-stack")]
+
+FAMILIES = ("IPv4", "IPv6")
+DS_REF = "https://kubernetes.io/docs/concepts/services-networking/dual-stack/"
+
+
+@pytest.fixture(scope="module")
+def cluster_ds_env(pytestconfig, proxier_spec, timing, tmp_path_factory):
+    """A dual-stack cluster (module): two nodes, one client, the proxier on each."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and netfilter")
+    from harness.cluster import ClusterEnv
+    from harness.topology.netns import Topology
+    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
+
+    spec = TopologySpec(
+        nodes=[NodeSpec(name="node1"), NodeSpec(name="node2")],
+        clients=[ClientSpec(name="client1")],
+        pod_network=pytestconfig.getoption("pod_network"),
+        families=FAMILIES,  # IPv6 ranges: the ULA defaults of TopologySpec's *_v6 fields
+    )
+    topo = Topology(spec, timing=timing)
+    topo.start()
+    env = None
+    try:
+        env = ClusterEnv(topo, proxier_spec, tmp_path_factory.mktemp("cluster-ds"), timing,
+                         iptables=pytestconfig.getoption("iptables"))
+        env.start()
+        yield env
+    finally:
+        if env is not None:
+            env.stop()
+        topo.close()
+
+
+@pytest.fixture
+def cluster_ds(cluster_ds_env):
+    from harness.cluster import ClusterScope
+
+    scope = ClusterScope(cluster_ds_env)
+    yield scope
+    scope.close()
+
+
+@pytest.mark.behavior(
+    "service/dual-stack/clusterip-both-families",
+    must="A dual-stack Service MUST be reachable on its ClusterIP of each family, reaching "
+         "only its endpoints, each family at the pod's address of that family.",
+    ref=DS_REF,
+)
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+def test_dual_stack_clusterip_reaches_endpoints_on_both_families(cluster_ds, proto):
+    from harness.model import PortSpec
+
+    node = cluster_ds.nodes[0]
+    ready = cluster_ds.add_pods(2, node=node)
+    bystander = cluster_ds.add_pod(node)
+    svc = cluster_ds.create_service(ready, ports=[PortSpec(80, 8080, proto)],
+                                    ip_families=FAMILIES)
+    src = cluster_ds.add_pod(cluster_ds.nodes[1])
+
+    problems = []
+    for fam in FAMILIES:
+        cip = svc.cluster_ip_of(fam)
+        obs = probe(src, cip, 80, proto.lower(), count=8)
+        v = reached_only(obs, {p.name for p in ready})
+        if not v.passed:
+            problems.append(f"{fam} ClusterIP {cip}:80/{proto} from {src.name}:\n{v.explain()}")
+            continue
+        # the pod saw the client's own address of this family: the packet was DNATed within
+        # the family, to the pod's address of it (pod-to-Service traffic is not masqueraded)
+        wrong = [o for o in obs if o.seen_src != src.ip_of(fam) or o.pod == bystander.name]
+        if wrong:
+            problems.append(f"{fam} ClusterIP {cip}: expected source {src.ip_of(fam)} seen by "
+                            f"{sorted(p.name for p in ready)}; got "
+                            + ", ".join(f"{o.pod} saw {o.seen_src}" for o in wrong))
+    assert not problems, (f"dual-stack Service {svc.name} clusterIPs {svc.cluster_ips}, "
+                          f"endpoints {[p.addresses for p in ready]}:\n" + "\n".join(problems))
+
+
+@pytest.mark.behavior(
+    "service/dual-stack/nodeport-both-families",
+    must="A NodePort of a dual-stack Service MUST answer on the node's IPv4 and IPv6 "
+         "addresses, reaching only the Service's endpoints.",
+    ref=DS_REF,
+)
+def test_dual_stack_nodeport_answers_on_both_node_addresses(cluster_ds):
+    from harness.model import PortSpec
+
+    pods = cluster_ds.add_pods(2, node=cluster_ds.nodes[1])
+    svc = cluster_ds.create_service(pods, ports=[PortSpec(80, 8080, "TCP")], type="NodePort",
+                                    ip_families=FAMILIES)
+    node = cluster_ds.nodes[0]
+    problems = []
+    for fam in FAMILIES:
+        dst = node.ip_of(fam)
+        obs = probe(cluster_ds.client, dst, svc.node_port(), "tcp", count=6)
+        v = reached_only(obs, {p.name for p in pods})
+        if not v.passed:
+            problems.append(f"{fam}: {dst}:{svc.node_port()} from {cluster_ds.client.name}:\n"
+                            f"{v.explain()}")
+    assert not problems, (f"NodePort {svc.node_port()} of dual-stack Service {svc.name} on "
+                          f"{node.name} ({node.addresses}):\n" + "\n".join(problems))
