@@ -204,7 +204,7 @@ CORE_FAULTS: list[Fault] = [
 
 # Faults for other feature areas live in sibling modules (tests/faulty/faults_*.py), each
 # defining ``FAULTS_LIST``; they are gathered here so the self-test sees one registry.
-EXTENSION_MODULES = ("faults_external", "faults_dataplane", "faults_nftables", "faults_scenarios", "faults_policies")
+EXTENSION_MODULES = ("faults_external", "faults_dataplane", "faults_nftables", "faults_scenarios", "faults_policies", "faults_dualstack")
 
 
 def _gather() -> dict[str, Fault]:
