@@ -10,7 +10,8 @@ Layout of ``{state_dir}``:
 ``applied/<node>``
     Written by a proxier that reports progress: the generation it has applied, as text.
     Also replaced atomically. Optional: a proxier that never writes it is waited for by
-    probing instead.
+    probing instead. A process proxying several IP families (dual-stack, e.g. ``refproxier
+    run --ip-family 4,6``) writes a generation only once every family has applied it.
 """
 
 from __future__ import annotations
