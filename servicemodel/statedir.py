@@ -51,7 +51,8 @@ def write_state(state_dir: str | os.PathLike, objects: list[dict[str, Any]], gen
         "items": objects,
     }
     path = Path(state_dir) / STATE_FILE
-    _atomic_write(path, yaml.safe_dump(doc, sort_keys=False))
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    _atomic_write(path, yaml.dump(doc, Dumper=dumper, sort_keys=False))
     return path
 
 
@@ -61,13 +62,27 @@ def state_path(state_dir: str | os.PathLike) -> Path:
 
 def read_generation(text_or_doc: str | dict) -> int | None:
     """The generation of a state document, or None when it carries none."""
-    doc = yaml.safe_load(text_or_doc) if isinstance(text_or_doc, str) else text_or_doc
+    if isinstance(text_or_doc, str):
+        # write_state puts metadata before items: parse only that head, not 10,000 objects.
+        head, sep, _ = text_or_doc.partition("\nitems:")
+        doc = _load(head if sep else text_or_doc)
+        if sep and not (isinstance(doc, dict) and "metadata" in doc):
+            doc = _load(text_or_doc)
+    else:
+        doc = text_or_doc
     if not isinstance(doc, dict):
         return None
     rv = (doc.get("metadata") or {}).get("resourceVersion")
     try:
         return int(rv)
     except (TypeError, ValueError):
+        return None
+
+
+def _load(text: str) -> object:
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
         return None
 
 
