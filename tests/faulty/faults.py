@@ -160,6 +160,19 @@ def _include_unready() -> None:
     _wrap("service_port_rules", make)
 
 
+def _clusterip_any_port() -> None:
+    # Matches the ClusterIP alone: every port of the address is sent to the endpoints.
+    iptables.cluster_ip_match = lambda sp: [
+        *iptables.comment(f"{sp.port_name_string} cluster IP"), "-d", sp.cluster_ip]
+
+
+def _nodeport_not_from_node() -> None:
+    def make(orig):
+        return lambda ctx: [r.replace("-j KUBE-NODEPORTS", "-m addrtype ! --src-type LOCAL -j KUBE-NODEPORTS")
+                            for r in orig(ctx)]
+    _wrap("nodeports_jump_rules", make)
+
+
 CORE_FAULTS: list[Fault] = [
     Fault("probability-1-over-n", "every statistic rule uses 1/n instead of 1/(n-i)",
           _probability_one_over_n, ("service/loadbalancing/uniform-over-endpoints",)),
@@ -197,6 +210,10 @@ CORE_FAULTS: list[Fault] = [
     Fault("ignore-target-port", "DNAT to the Service port instead of the targetPort",
           _ignore_target_port, ("service/clusterip/dnat/target-port",
                                 "service/clusterip/dnat/multi-port")),
+    Fault("clusterip-any-port", "the ClusterIP rule ignores the port: every port is translated",
+          _clusterip_any_port, ("service/clusterip/dnat/unexposed-ports-untouched",)),
+    Fault("nodeport-not-from-node", "NodePorts are not translated for the node's own traffic",
+          _nodeport_not_from_node, ("service/nodeport/from-node-itself",)),
     Fault("include-unready", "endpoints that are not ready are used too",
           _include_unready, ("service/clusterip/dnat/ready-endpoints-only",
                              "service/no-endpoints/clusterip-refused-icmp")),
