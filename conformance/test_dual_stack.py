@@ -8,8 +8,6 @@ need a proxier that declares ``ipv6`` and ``dual-stack``; the proxier command ge
 lists (IPv4 first) for ``{node_ip}``, ``{cluster_cidr}`` and ``{service_cidr}``.
 """
 
-import os
-
 import pytest
 
 from harness.traffic.probe import probe
@@ -22,12 +20,8 @@ DS_REF = "https://kubernetes.io/docs/concepts/services-networking/dual-stack/"
 
 
 @pytest.fixture(scope="module")
-def cluster_ds_env(pytestconfig, proxier_spec, timing, tmp_path_factory):
+def cluster_ds_env(pytestconfig, cluster_env_for):
     """A dual-stack cluster (module): two nodes, one client, the proxier on each."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: network namespaces and netfilter")
-    from harness.cluster import ClusterEnv
-    from harness.topology.netns import Topology
     from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 
     spec = TopologySpec(
@@ -36,18 +30,8 @@ def cluster_ds_env(pytestconfig, proxier_spec, timing, tmp_path_factory):
         pod_network=pytestconfig.getoption("pod_network"),
         families=FAMILIES,  # IPv6 ranges: the ULA defaults of TopologySpec's *_v6 fields
     )
-    topo = Topology(spec, timing=timing)
-    topo.start()
-    env = None
-    try:
-        env = ClusterEnv(topo, proxier_spec, tmp_path_factory.mktemp("cluster-ds"), timing,
-                         iptables=pytestconfig.getoption("iptables"))
-        env.start()
+    with cluster_env_for(spec, "cluster-ds") as env:
         yield env
-    finally:
-        if env is not None:
-            env.stop()
-        topo.close()
 
 
 @pytest.fixture

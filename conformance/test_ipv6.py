@@ -7,8 +7,6 @@ a proxier that declares ``ipv6``. (ICMPv6 errors are not classified by the probe
 only positive outcomes are checked here.)
 """
 
-import os
-
 import pytest
 
 from harness import model
@@ -23,12 +21,8 @@ SPORT = 41066
 
 
 @pytest.fixture(scope="module")
-def cluster6_env(pytestconfig, proxier_spec, timing, tmp_path_factory):
+def cluster6_env(pytestconfig, cluster_env_for):
     """An IPv6 single-stack cluster (module): two nodes, one client, the proxier on each."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: network namespaces and netfilter")
-    from harness.cluster import ClusterEnv
-    from harness.topology.netns import Topology
     from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 
     spec = TopologySpec(
@@ -39,18 +33,8 @@ def cluster6_env(pytestconfig, proxier_spec, timing, tmp_path_factory):
         service_cidr="fd00:10:96::/108", external_cidr="fd00:c6:33::/64",
         lb_cidr="fd00:cb:0:71::/64", node_cidr_prefixlen=64,
     )
-    topo = Topology(spec, timing=timing)
-    topo.start()
-    env = None
-    try:
-        env = ClusterEnv(topo, proxier_spec, tmp_path_factory.mktemp("cluster6"), timing,
-                         iptables=pytestconfig.getoption("iptables"))
-        env.start()
+    with cluster_env_for(spec, "cluster6") as env:
         yield env
-    finally:
-        if env is not None:
-            env.stop()
-        topo.close()
 
 
 @pytest.fixture

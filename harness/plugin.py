@@ -27,6 +27,8 @@ import hashlib
 import os
 import random
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +224,58 @@ def _require_root() -> None:
         pytest.skip("needs root: network namespaces and netfilter (run: sudo bash run.sh conformance)")
 
 
-@pytest.fixture(scope="session")
-def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
-                tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A running cluster for this worker (session): namespaces, echo server, proxier on every
-    node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
+@contextmanager
+def _running_env(config: pytest.Config, proxier_spec: Any, timing: Any, spec: Any,
+                 workdir: Path) -> Iterator[Any]:
+    """Topology + proxiers for ``spec``, torn down afterwards (kept with --keep-on-failure
+    after a failed test); a proxier that crashes or never syncs fails without a traceback."""
     _require_root()
     from harness.cluster import ClusterEnv
     from harness.controlplane.statedir import SyncTimeout
     from harness.proxiers.process import ProxierCrashed
     from harness.topology.netns import Topology
+
+    topo = Topology(spec, timing=timing)
+    topo.start()
+    env = None
+    try:
+        env = ClusterEnv(topo, proxier_spec, workdir, timing, iptables=config.getoption("iptables"))
+        try:
+            env.start()
+        except (ProxierCrashed, SyncTimeout) as exc:
+            # A proxier that crashes or never syncs is the finding; no harness traceback.
+            pytest.fail(f"proxier {proxier_spec.name!r} did not start: {exc}", pytrace=False)
+        yield env
+    finally:
+        if config.getoption("keep_on_failure") and config.stash.get(_FAILED, False):
+            _print_keep_hint(config, topo, workdir)
+        else:
+            if env is not None:
+                env.stop()
+            topo.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_env_for(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
+                    tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A factory (session) for a test module that needs a topology of its own (IPv6,
+    dual-stack): a context manager running the proxier under test on a ``TopologySpec``.
+    Depends on: proxier_spec, timing. Example::
+
+        with cluster_env_for(TopologySpec(...), "cluster6") as env:
+            yield env
+    """
+
+    def make(spec: Any, name: str = "cluster") -> Any:
+        return _running_env(pytestconfig, proxier_spec, timing, spec, tmp_path_factory.mktemp(name))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cluster_env(pytestconfig: pytest.Config, cluster_env_for: Any) -> Any:
+    """A running cluster for this worker (session): namespaces, echo server, proxier on every
+    node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
     from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 
     n_nodes = pytestconfig.getoption("nodes")
@@ -246,32 +290,10 @@ def cluster_env(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
         # hairpin_mode a pod cannot reach itself through a Service (conformance/test_hairpin.py).
         hairpin_mode=pytestconfig.getoption("pod_network") == "bridge",
     )
-    workdir = tmp_path_factory.mktemp("cluster")
-    keep = pytestconfig.getoption("keep_on_failure")
-    topo = Topology(spec, timing=timing)
-    topo.start()
-    env = None
-    try:
-        env = ClusterEnv(topo, proxier_spec, workdir, timing,
-                         iptables=pytestconfig.getoption("iptables"))
-        pytestconfig.stash[_ENV] = env
-        try:
-            env.start()
-        except (ProxierCrashed, SyncTimeout) as exc:
-            # A proxier that crashes or never syncs is the finding; no harness traceback.
-            pytest.fail(f"proxier {proxier_spec.name!r} did not start: {exc}", pytrace=False)
+    with cluster_env_for(spec, "cluster") as env:
         yield env
-    finally:
-        failed = pytestconfig.stash.get(_FAILED, False)
-        if keep and failed:
-            _print_keep_hint(pytestconfig, topo, workdir)
-        else:
-            if env is not None:
-                env.stop()
-            topo.close()
 
 
-_ENV = pytest.StashKey[Any]()
 _FAILED = pytest.StashKey[bool]()
 
 
@@ -308,10 +330,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.config.stash[_FAILED] = True
-        env = item.config.stash.get(_ENV, None)
-        if env is not None and "cluster" in getattr(item, "fixturenames", ()):
+        env = _env_of(item)
+        if env is not None:
             for title, text in _evidence(env):
                 report.sections.append((title, text))
+
+
+def _env_of(item: pytest.Item) -> Any:
+    """The cluster a failed test ran on, found among its fixtures (session or module env)."""
+    from harness.cluster import ClusterEnv, ClusterScope
+
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, ClusterScope):
+            return value.env
+        if isinstance(value, ClusterEnv):
+            return value
+    return None
 
 
 def _evidence(env: Any) -> list[tuple[str, str]]:
