@@ -14,27 +14,16 @@ port of the backend's side of a live connection, sequence number far beyond the 
 window) and watches the client's interface and the connection itself.
 """
 
-import json
 
 import pytest
 
 from harness.model import PortSpec
+from harness.traffic.echo import read_greeting, read_line
 from harness.traffic.probe import send_crafted, sniff_in
 
 pytestmark = [pytest.mark.invalid, pytest.mark.requires("invalid-drop")]
 
 OUT_OF_WINDOW = 1 << 30  # bytes beyond the backend's next sequence number
-
-
-def _read_line(sock, timeout):
-    sock.settimeout(timeout)
-    buf = b""
-    while b"\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed by peer after {buf!r}")
-        buf += chunk
-    return buf
 
 
 def _tcp(pkt):
@@ -60,9 +49,9 @@ def test_out_of_window_segment_from_backend_is_dropped(cluster, timing):
         sock = client.socket()
         try:
             sock.connect((svc.cluster_ip, 80))
-            hello = json.loads(_read_line(sock, timing.positive_s).split(b"\n")[0])
+            hello = read_greeting(sock, timing.positive_s)
             sock.sendall(b"before\n")
-            echoed = _read_line(sock, timing.positive_s)
+            echoed = read_line(sock, timing.positive_s)
             assert b"before" in echoed, f"the echo server did not echo: {echoed!r}"
             sport = int(hello["sport"])
             # the backend's last segment to the client: its next sequence number, and the
@@ -85,7 +74,7 @@ def test_out_of_window_segment_from_backend_is_dropped(cluster, timing):
             survived, detail = True, ""
             try:
                 sock.sendall(b"after\n")
-                data = _read_line(sock, timing.positive_s)
+                data = read_line(sock, timing.positive_s)
                 survived = b"after" in data
                 detail = f"got {data!r}"
             except OSError as e:

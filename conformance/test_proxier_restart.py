@@ -13,13 +13,13 @@ Clients are pods on the other node than the endpoints; that node holds the flows
 state, so that is where the proxier is restarted and the tables are flushed.
 """
 
-import json
 import time
 
 import pytest
 
 from harness.model import PortSpec
 from harness.netfilter import dump_rules, native_nft_tables
+from harness.traffic.echo import read_greeting, read_line
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only
 
@@ -33,17 +33,6 @@ N_UDP = 6
 UDP_SPORTS = range(41100, 41100 + N_UDP)
 # kube-proxy's canary poll interval is --iptables-sync-period (default 30 s); then a full sync.
 RESYNC_BOUND_S = 30.0
-
-
-def _line(sock, timeout):
-    sock.settimeout(timeout)
-    buf = b""
-    while b"\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed by the peer after {buf!r}")
-        buf += chunk
-    return buf
 
 
 @pytest.mark.behavior(
@@ -65,7 +54,7 @@ def test_established_flows_survive_a_proxier_restart(cluster, timing):
             s = src.socket()
             socks.append(s)
             s.connect((svc.cluster_ip, 80))
-            tcp_before.append(json.loads(_line(s, timing.positive_s).split(b"\n")[0])["pod"])
+            tcp_before.append(read_greeting(s, timing.positive_s)["pod"])
         udp_before = {}
         for sport in UDP_SPORTS:
             (o,) = probe(src, svc.cluster_ip, 81, "udp", sport=sport)
@@ -81,7 +70,7 @@ def test_established_flows_survive_a_proxier_restart(cluster, timing):
             msg = f"still-there-{i}\n".encode()
             try:
                 s.sendall(msg)
-                got = _line(s, timing.positive_s)
+                got = read_line(s, timing.positive_s)
                 if msg.strip() not in got:
                     broken.append(f"TCP #{i} to {pod}: echoed {got!r}")
             except OSError as e:

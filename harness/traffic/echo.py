@@ -406,3 +406,23 @@ class EchoServer:
 
 if __name__ == "__main__":
     main()
+
+
+# --- the client side of the echo protocol (for tests that hold a connection open) ----------
+
+
+def read_line(sock: socket.socket, timeout: float) -> bytes:
+    """Bytes from ``sock`` up to and including a newline: an echoed line, or the greeting."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed by the peer after {buf!r}")
+        buf += chunk
+    return buf
+
+
+def read_greeting(sock: socket.socket, timeout: float) -> dict[str, Any]:
+    """The JSON greeting a TCP echo server sends on accept (pod, src, sport, proto)."""
+    return json.loads(read_line(sock, timeout).split(b"\n")[0])
