@@ -4,10 +4,12 @@ before anything exists. No root needed."""
 from __future__ import annotations
 
 import os
+import secrets
 
 import pytest
 
 from harness.topology.netns import Topology
+from harness.topology.registry import RUNS_DIR
 from harness.topology.spec import (
     ClientSpec,
     NodeSpec,
@@ -21,11 +23,16 @@ from harness.topology.spec import (
 TWO = [NodeSpec("node-a"), NodeSpec("node-b")]
 
 
-def _netns() -> set[str]:
-    try:
-        return set(os.listdir("/run/netns"))
-    except FileNotFoundError:
-        return set()
+def _created_by(prefix: str) -> list[str]:
+    """Namespaces and registry entries carrying ``prefix``; other xdist workers' runs create
+    and remove their own namespaces meanwhile, so only this topology's prefix is looked at."""
+    found = []
+    for d in ("/run/netns", str(RUNS_DIR)):
+        try:
+            found += [f"{d}/{n}" for n in os.listdir(d) if n.split("-")[0] == prefix]
+        except FileNotFoundError:
+            pass
+    return found
 
 
 CASES = [
@@ -87,15 +94,15 @@ CASES = [
 @pytest.mark.parametrize("spec,obj,field", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_invalid_spec_is_named_and_nothing_is_created(spec: TopologySpec, obj: str,
                                                        field: str) -> None:
-    before = _netns()
+    prefix = f"scval{secrets.token_hex(3)}"
     with pytest.raises(TopologyError) as info:
-        Topology(spec)  # validates in __init__, before any namespace or registry entry
+        Topology(spec, prefix=prefix)  # validates in __init__, before anything exists
     err = info.value
     assert err.obj.startswith(obj), f"error names {err.obj!r}, expected {obj!r}: {err}"
     assert err.field == field, f"error names field {err.field!r}, expected {field!r}: {err}"
     assert err.hint, f"error says what is wrong but not what to do: {err}"
     assert obj.split()[0] in str(err) and repr(field) in str(err)
-    assert _netns() == before
+    assert _created_by(prefix) == []
 
 
 def test_defaults_follow_the_addressing_plan() -> None:
