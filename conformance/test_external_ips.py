@@ -34,7 +34,7 @@ def node_addresses(cluster):
 @pytest.mark.parametrize("proto", ["TCP", "UDP"])
 def test_external_client_reaches_external_ip(cluster, proto):
     pods = [cluster.add_pod(cluster.nodes[0]), cluster.add_pod(cluster.nodes[1])]
-    ext_ip = "198.51.100.21"
+    ext_ip = cluster.external_ip(21)
     svc = cluster.create_service(pods, ports=[PortSpec(80, 8080, proto)], external_ips=[ext_ip])
 
     obs = probe(cluster.client, ext_ip, 80, proto.lower(), count=8)
@@ -53,7 +53,7 @@ def test_external_client_reaches_external_ip(cluster, proto):
 def test_pods_and_nodes_reach_external_ip(cluster, where):
     home, other = cluster.nodes[0], cluster.nodes[1]
     pods = cluster.add_pods(2, node=home)
-    ext_ip = "198.51.100.22"
+    ext_ip = cluster.external_ip(22)
     cluster.create_service(pods, ports=[PortSpec(80, 8080, "TCP")], external_ips=[ext_ip])
     src = {"pod-same-node": lambda: cluster.add_pod(home), "pod-other-node": lambda: cluster.add_pod(other),
            "node": lambda: home, "other-node": lambda: other}[where]()
@@ -75,7 +75,7 @@ def test_external_client_to_external_ip_is_masqueraded(cluster):
     # One endpoint on the gateway node, one behind it: masquerading is needed for the
     # second (its reply must come back through node1) and done for both.
     pods = [cluster.add_pod(cluster.nodes[0]), cluster.add_pod(cluster.nodes[1])]
-    ext_ip = "198.51.100.23"
+    ext_ip = cluster.external_ip(23)
     cluster.create_service(pods, ports=[PortSpec(80, 8080, "TCP")], external_ips=[ext_ip])
     nodes = node_addresses(cluster)
 

@@ -49,7 +49,7 @@ def test_external_client_source_is_preserved(cluster, via):
     target = cluster.nodes[1] if via == "nodeport" else cluster.nodes[0]
     other = next(n for n in cluster.nodes if n is not target)
     local, remote = cluster.add_pod(target), cluster.add_pod(other)
-    lb_ip = "203.0.113.31" if via == "lb-ip" else None
+    lb_ip = cluster.lb_ip(31) if via == "lb-ip" else None
     svc = local_service(cluster, [local, remote], lb_ip)
     dst, port = (lb_ip, 80) if lb_ip else (target.ip, svc.node_port())
     client = cluster.client
@@ -76,7 +76,7 @@ def test_external_traffic_without_local_endpoint_is_dropped(cluster, timing, via
     # routed to node1.
     with_ep, without = (cluster.nodes[0], cluster.nodes[1]) if via == "nodeport" else (cluster.nodes[1], cluster.nodes[0])
     pods = cluster.add_pods(2, node=with_ep)
-    lb_ip = "203.0.113.32" if via == "lb-ip" else None
+    lb_ip = cluster.lb_ip(32) if via == "lb-ip" else None
     svc = local_service(cluster, pods, lb_ip)
     client = cluster.client
 
@@ -102,7 +102,7 @@ def test_external_traffic_without_local_endpoint_is_dropped(cluster, timing, via
 def test_pods_and_node_short_circuit_to_any_endpoint(cluster, where, via):
     gateway, with_ep = cluster.nodes[0], cluster.nodes[1]
     pods = cluster.add_pods(2, node=with_ep)  # node1 has no local endpoint
-    lb_ip = f"203.0.113.{33 if where == 'pod' else 34}" if via == "lb-ip" else None
+    lb_ip = cluster.lb_ip(33 if where == "pod" else 34) if via == "lb-ip" else None
     svc = local_service(cluster, pods, lb_ip)
     src = cluster.add_pod(gateway) if where == "pod" else gateway
     dst, port = (lb_ip, 80) if lb_ip else (gateway.ip, svc.node_port())
@@ -153,7 +153,7 @@ def health(cluster, timing, node, port):
 def test_health_check_node_port_reports_local_endpoints(cluster, timing):
     n1, n2 = cluster.nodes[0], cluster.nodes[1]
     pods = cluster.add_pods(2, node=n1)
-    svc = local_service(cluster, pods, "203.0.113.35")
+    svc = local_service(cluster, pods, cluster.lb_ip(35))
     port = svc.spec.health_check_node_port
     assert port, f"{svc.name}: the harness gave no healthCheckNodePort"
 

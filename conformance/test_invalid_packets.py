@@ -19,7 +19,7 @@ import pytest
 
 from harness.model import PortSpec
 from harness.traffic.echo import read_greeting, read_line
-from harness.traffic.probe import send_crafted, sniff_in
+from harness.traffic.probe import ip_header, ip_layer, send_crafted, sniff_in
 
 pytestmark = [pytest.mark.invalid, pytest.mark.requires("invalid-drop")]
 
@@ -27,9 +27,9 @@ OUT_OF_WINDOW = 1 << 30  # bytes beyond the backend's next sequence number
 
 
 def _tcp(pkt):
-    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet import TCP
 
-    return pkt[IP] if IP in pkt and TCP in pkt else None
+    return ip_layer(pkt) if TCP in pkt else None
 
 
 @pytest.mark.behavior(
@@ -39,7 +39,7 @@ def _tcp(pkt):
     ref="https://github.com/kubernetes/kubernetes/issues/74839",
 )
 def test_out_of_window_segment_from_backend_is_dropped(cluster, timing):
-    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet import TCP
 
     backend = cluster.add_pod(cluster.nodes[0], ports=[(8080, "tcp")])
     svc = cluster.create_service([backend], ports=[PortSpec(80, 8080, "TCP")])
@@ -56,21 +56,21 @@ def test_out_of_window_segment_from_backend_is_dropped(cluster, timing):
             sport = int(hello["sport"])
             # the backend's last segment to the client: its next sequence number, and the
             # client's (what it acknowledged)
-            mine = [p[IP] for p in at_backend.packets(wait=timing.silence_s)
-                    if _tcp(p) is not None and p[IP].src == backend.ip and p[TCP].dport == sport]
+            mine = [_tcp(p) for p in at_backend.packets(wait=timing.silence_s)
+                    if _tcp(p) is not None and _tcp(p).src == backend.ip and p[TCP].dport == sport]
             assert mine, "no segment of the backend's side of the connection was captured"
             last = mine[-1]
             nxt = last[TCP].seq + len(bytes(last[TCP].payload))
             ack = last[TCP].ack
-            segment = (IP(src=backend.ip, dst=hello["src"])
+            segment = (ip_header(backend.ip, hello["src"])
                        / TCP(sport=8080, dport=sport, flags="PA", seq=(nxt + OUT_OF_WINDOW) % (1 << 32),
                              ack=ack, window=502)
                        / b"out of window\n")
 
             with sniff_in(client) as at_client:
                 send_crafted(backend, segment)
-                leaked = [p[IP] for p in at_client.packets(wait=timing.silence_s)
-                          if _tcp(p) is not None and p[IP].src == backend.ip]
+                leaked = [_tcp(p) for p in at_client.packets(wait=timing.silence_s)
+                          if _tcp(p) is not None and _tcp(p).src == backend.ip]
             survived, detail = True, ""
             try:
                 sock.sendall(b"after\n")

@@ -5,8 +5,9 @@ Kubernetes docs, "Type LoadBalancer" and "Restrict traffic to a load balancer": 
 source ranges, traffic from other sources to the load balancer IP is dropped by the node
 (kube-proxy: nat KUBE-FW-* lets allowed sources through, filter KUBE-PROXY-FIREWALL
 DROPs the rest — silence, not a refusal). The Service's nodePort is not subject to the
-source ranges. The test bed routes 203.0.113.0/24 from the clients to node1; the client's
-secondary addresses (192.0.2.150+) serve as allowed and denied sources.
+source ranges. The test bed routes the LB range (203.0.113.0/24; 2001:db8:cb:71::/64 with
+--ip-family ipv6) from the clients to node1; the client's secondary addresses serve as
+allowed and denied sources.
 """
 
 import pytest
@@ -20,6 +21,10 @@ pytestmark = pytest.mark.loadbalancer
 REF = "https://kubernetes.io/docs/concepts/services-networking/service/#loadbalancer"
 REF_RANGES = ("https://kubernetes.io/docs/tasks/access-application-cluster/"
               "configure-cloud-provider-firewall/#restrict-access-for-loadbalancer-service")
+
+
+# a second range that contains no test host, so the rule set holds more than one source
+OTHER_RANGE = {"IPv4": "198.18.0.0/15", "IPv6": "2001:db8:ff::/48"}
 
 
 def lb_service(cluster, pods, lb_ip, proto="TCP", **kw):
@@ -45,7 +50,7 @@ def allowed_and_denied(cluster):
 @pytest.mark.parametrize("where", ["client", "pod"])
 def test_load_balancer_ip_is_reachable(cluster, where, proto):
     pods = [cluster.add_pod(cluster.nodes[0]), cluster.add_pod(cluster.nodes[1])]
-    lb_ip = "203.0.113.21"
+    lb_ip = cluster.lb_ip(21)
     lb_service(cluster, pods, lb_ip, proto)
     src = cluster.client if where == "client" else cluster.add_pod(cluster.nodes[1])
 
@@ -62,7 +67,7 @@ def test_load_balancer_ip_is_reachable(cluster, where, proto):
 )
 def test_node_reaches_load_balancer_ip(cluster):
     pods = cluster.add_pods(2, node=cluster.nodes[0])
-    lb_ip = "203.0.113.22"
+    lb_ip = cluster.lb_ip(22)
     lb_service(cluster, pods, lb_ip)
     for node in cluster.nodes:
         v = reached_only(probe(node, lb_ip, 80, "tcp", count=6), {p.name for p in pods})
@@ -78,13 +83,14 @@ def test_node_reaches_load_balancer_ip(cluster):
 def test_allowed_source_reaches_load_balancer_ip(cluster, proto):
     allowed, denied = allowed_and_denied(cluster)
     pods = cluster.add_pods(2)
-    lb_ip = "203.0.113.23"
-    lb_service(cluster, pods, lb_ip, proto, source_ranges=[f"{allowed}/32", "198.18.0.0/15"])
+    lb_ip = cluster.lb_ip(23)
+    ranges = [cluster.host_cidr(allowed), OTHER_RANGE[cluster.family]]
+    lb_service(cluster, pods, lb_ip, proto, source_ranges=ranges)
 
     obs = probe(cluster.client, lb_ip, 80, proto.lower(), count=6, source=allowed)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, (f"allowed source {allowed} (ranges {allowed}/32, 198.18.0.0/15) → "
+    assert v.passed, (f"allowed source {allowed} (ranges {', '.join(ranges)}) → "
                       f"LB IP {lb_ip}:80/{proto}:\n" + v.explain())
 
 
@@ -98,8 +104,8 @@ def test_allowed_source_reaches_load_balancer_ip(cluster, proto):
 def test_denied_source_is_dropped(cluster, timing, proto):
     allowed, denied = allowed_and_denied(cluster)
     pods = cluster.add_pods(2)
-    lb_ip = "203.0.113.24"
-    lb_service(cluster, pods, lb_ip, proto, source_ranges=[f"{allowed}/32"])
+    lb_ip = cluster.lb_ip(24)
+    lb_service(cluster, pods, lb_ip, proto, source_ranges=[cluster.host_cidr(allowed)])
 
     # The allowed source first: the Service is in place, so silence below means "denied".
     v = reached_only(probe(cluster.client, lb_ip, 80, proto.lower(), count=2, source=allowed),
@@ -109,7 +115,7 @@ def test_denied_source_is_dropped(cluster, timing, proto):
                 timeout=timing.silence_s)
 
     v = dropped(obs)
-    assert v.passed, (f"denied source {denied} (ranges: {allowed}/32) → LB IP {lb_ip}:80/{proto}:\n"
+    assert v.passed, (f"denied source {denied} (ranges: {cluster.host_cidr(allowed)}) → LB IP {lb_ip}:80/{proto}:\n"
                       + v.explain())
 
 
@@ -121,10 +127,10 @@ def test_denied_source_is_dropped(cluster, timing, proto):
 def test_nodeport_ignores_source_ranges(cluster):
     allowed, denied = allowed_and_denied(cluster)
     pods = cluster.add_pods(2)
-    svc = lb_service(cluster, pods, "203.0.113.25", source_ranges=[f"{allowed}/32"])
+    svc = lb_service(cluster, pods, cluster.lb_ip(25), source_ranges=[cluster.host_cidr(allowed)])
 
     for node in cluster.nodes:
         obs = probe(cluster.client, node.ip, svc.node_port(), "tcp", count=4, source=denied)
         v = reached_only(obs, {p.name for p in pods})
-        assert v.passed, (f"source {denied} (outside {allowed}/32) → {node.name}:{svc.node_port()} "
+        assert v.passed, (f"source {denied} (outside {cluster.host_cidr(allowed)}) → {node.name}:{svc.node_port()} "
                           "(nodePort):\n" + v.explain())

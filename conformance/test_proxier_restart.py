@@ -91,12 +91,13 @@ def test_established_flows_survive_a_proxier_restart(cluster, timing):
     )
 
 
-def flush_commands(node, flavour):
-    """What a firewall reload does to the proxier's rules on ``node``: the iptables nat table
-    flushed and its chains deleted (when the proxier's KUBE-SERVICES is there), and every
-    native nftables table deleted (kube-proxy's nftables mode: ``ip kube-proxy``)."""
+def flush_commands(node, flavour, family="IPv4"):
+    """What a firewall reload does to the proxier's rules on ``node``: the iptables (or
+    ip6tables) nat table flushed and its chains deleted (when the proxier's KUBE-SERVICES is
+    there), and every native nftables table deleted (kube-proxy's nftables mode:
+    ``ip kube-proxy`` / ``ip6 kube-proxy``)."""
     cmds = []
-    tool = f"iptables-{flavour}"
+    tool = f"{'ip6tables' if family == 'IPv6' else 'iptables'}-{flavour}"
     if ":KUBE-SERVICES" in node.run([f"{tool}-save", "-t", "nat"], check=False).stdout:
         cmds += [[tool, "-w", "-t", "nat", "-F"], [tool, "-w", "-t", "nat", "-X"]]
     ruleset = node.run(["nft", "list", "ruleset"], check=False).stdout
@@ -121,9 +122,10 @@ def test_rules_are_recreated_after_a_flush(cluster, timing, record_property):
     v = reached_only(probe(src, svc.cluster_ip, 80, "tcp", count=4), names)
     assert v.passed, "before the flush:\n" + v.explain()
 
-    cmds = flush_commands(node, cluster.env.iptables)
+    cmds = flush_commands(node, cluster.env.iptables, cluster.family)
     assert cmds, (f"no proxier rules to flush on {node.name}: neither a KUBE-SERVICES chain in "
-                  f"iptables-{cluster.env.iptables}'s nat table nor a native nftables table")
+                  f"the {cluster.family} iptables-{cluster.env.iptables} nat table nor a "
+                  "native nftables table")
     flushed = time.monotonic()
     for argv in cmds:
         r = node.run(argv, check=False)

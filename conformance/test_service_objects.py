@@ -43,7 +43,7 @@ def test_endpoints_of_every_slice_are_reached(cluster):
     pods = [cluster.add_pod(cluster.nodes[i % 2]) for i in range(3)]
     svc = cluster.create_service([], ports=[PortSpec(80, 8080, "TCP")])
     ports = [("", 8080, "TCP")]
-    slices = [SliceSpec(name=f"{svc.name}-part{i}", ports=ports,
+    slices = [SliceSpec(name=f"{svc.name}-part{i}", ports=ports, address_type=cluster.family,
                         endpoints=[EndpointSpec(ip=p.ip, node=p.node.name, pod=p.name)])
               for i, p in enumerate(pods)]
     svc.set_slices(slices)
@@ -98,7 +98,7 @@ def test_service_follows_type_changes(cluster, timing):
     names = {p.name for p in pods}
     svc = cluster.create_service(pods, ports=[PortSpec(80, 8080, "TCP")])
     client, node = cluster.client, cluster.nodes[1]
-    lb_ip = "203.0.113.41"
+    lb_ip = cluster.lb_ip(41)
 
     def reaches(dst, port, step):
         v = reached_only(probe(client, dst, port, "tcp", count=3), names)

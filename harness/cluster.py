@@ -187,6 +187,30 @@ class ClusterEnv:
         self._sentinel: ServiceHandle | None = None
         self.last_sync_seconds: float | None = None
 
+    # --- addresses ---------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The cluster's (primary) IP family: "IPv4" or "IPv6"."""
+        return model.family_of(str(self.alloc.service_cidr.network_address))
+
+    def external_ip(self, host: int) -> str:
+        """Address ``host`` of the range the clients route to the gateway node as
+        external IPs (198.51.100.0/24 on IPv4; a 2001:db8::/32 documentation range on IPv6)."""
+        return self._host_of(self.topology.resolved.external, host)
+
+    def lb_ip(self, host: int) -> str:
+        """Address ``host`` of the load-balancer ingress range (203.0.113.0/24 on IPv4)."""
+        return self._host_of(self.topology.resolved.lb, host)
+
+    @staticmethod
+    def _host_of(net: Any, host: int) -> str:
+        return str(ipaddress.ip_network(net).network_address + host)
+
+    @staticmethod
+    def host_cidr(ip: str) -> str:
+        """``ip`` as a one-address CIDR (/32 or /128), e.g. for loadBalancerSourceRanges."""
+        return f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}"
+
     # --- hosts -------------------------------------------------------------------------
     @property
     def nodes(self) -> list[Any]:
@@ -332,7 +356,10 @@ class ClusterEnv:
                 node = e.node.name if hasattr(e.node, "name") else e.node
                 eps.append(EndpointSpec(ip=e.ip, node=node, pod=e.name))
         ports = model.slice_ports_for(svc.ports, {"http": 8080, "alt": 9090})
-        return SliceSpec(name=f"{svc.name}-{self.alloc.name('s')}", endpoints=eps, ports=ports)
+        # single-stack: the slice's addressType is the Service's family (IPv6 on an IPv6 cluster)
+        family = model.family_of(eps[0].ip) if eps else svc.ip_families[0]
+        return SliceSpec(name=f"{svc.name}-{self.alloc.name('s')}", endpoints=eps, ports=ports,
+                         address_type=family)
 
     def slices_for(self, svc: ServiceHandle, endpoints: Iterable[Any]) -> list[SliceSpec]:
         """The Service's EndpointSlices for ``endpoints``: one, or on a dual-stack Service

@@ -578,6 +578,11 @@ def conntrack_args(output: str = "xml", **filters: Any) -> list[str]:
     ``src_nat``/``dst_nat`` take True (any translation) or an address.
     """
     argv = ["conntrack", "-L", "-o", output]
+    if filters.get("family") is None and any(
+            isinstance(filters.get(k), str) and ":" in filters[k]
+            for k in ("orig_src", "orig_dst", "reply_src", "reply_dst", "src_nat", "dst_nat")):
+        # conntrack lists IPv4 only unless told otherwise; an IPv6 address says which
+        filters = {**filters, "family": "ipv6"}
     # conntrack needs -p before any port option, so the protocol goes first.
     for k in sorted(filters, key=lambda k: k != "proto"):
         v = filters[k]

@@ -84,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--clients", type=int, default=1, help="client hosts outside the cluster (default 1)")
     g.addoption("--pod-network", choices=("routed", "bridge"), default="routed",
                 help="how pods attach to their node: one routed veth each, or a node bridge")
+    g.addoption("--ip-family", choices=("ipv4", "ipv6"), default="ipv4",
+                help="IP family of the test cluster: every check runs over it (ipv6 needs a "
+                     "proxier declaring 'ipv6'; IPv6 hosts outside the cluster use 2001:db8::/32)")
     g.addoption("--seed", type=int, default=None, help="run seed (default: random, printed)")
     g.addoption("--keep-on-failure", action="store_true",
                 help="leave the namespaces up after a failed test and print how to enter them")
@@ -168,6 +171,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     needed = [c for m in item.iter_markers("requires") for c in m.args]
+    if item.config.getoption("ip_family") == "ipv6" and "cluster" in getattr(item, "fixturenames", ()):
+        needed.append("ipv6")  # every check on the session cluster runs over IPv6
     if not needed:
         return
     try:
@@ -276,13 +281,15 @@ def cluster_env_for(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
 def cluster_env(pytestconfig: pytest.Config, cluster_env_for: Any) -> Any:
     """A running cluster for this worker (session): namespaces, echo server, proxier on every
     node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
-    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
+    from harness.topology.spec import IPV6_PLAN, ClientSpec, NodeSpec, TopologySpec
 
     n_nodes = pytestconfig.getoption("nodes")
     n_clients = pytestconfig.getoption("clients")
     if n_nodes < 1 or n_clients < 1:
         raise pytest.UsageError("--nodes and --clients must be at least 1")
+    plan = IPV6_PLAN if pytestconfig.getoption("ip_family") == "ipv6" else {}
     spec = TopologySpec(
+        **plan,
         nodes=[NodeSpec(name=f"node{i + 1}") for i in range(n_nodes)],
         clients=[ClientSpec(name=f"client{i + 1}", extra_addresses=16) for i in range(n_clients)],
         pod_network=pytestconfig.getoption("pod_network"),

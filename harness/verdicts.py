@@ -697,20 +697,40 @@ def reached_only(observations: Sequence[ObservationLike], allowed_pods: Iterable
     return _exact(check, observations, f"a reply from one of {sorted(allowed)}", bad)
 
 
+# ICMPv4 destination-unreachable codes and their ICMPv6 counterparts (RFC 4443 section 3.1),
+# as ip6tables' REJECT and nft's reject choose them: port unreachable (3,3)->(1,4),
+# host unreachable (3,1)->(1,3), administratively prohibited (3,13)->(1,1), net unreachable
+# (3,0)->(1,0).
+ICMP6_EQUIVALENT = {(3, 3): (1, 4), (3, 1): (1, 3), (3, 13): (1, 1), (3, 10): (1, 1),
+                    (3, 0): (1, 0)}
+
+
+def icmp_for(icmp: tuple[int, int], dst: str | None) -> tuple[int, int]:
+    """The ICMP (type, code) to expect for a probe to ``dst``: ``icmp`` is written as
+    ICMPv4; a probe to an IPv6 address expects the ICMPv6 counterpart."""
+    if dst and ":" in dst:
+        return ICMP6_EQUIVALENT.get(tuple(icmp), tuple(icmp))  # type: ignore[return-value]
+    return tuple(icmp)  # type: ignore[return-value]
+
+
 def refused(observations: Sequence[ObservationLike], icmp: tuple[int, int] | None = (3, 3), *,
             or_reset: bool = False, check: str = "refused") -> Verdict:
     """Every probe was actively refused: ICMP ``icmp`` (type, code; default port
-    unreachable), or a TCP RESET when ``icmp`` is None (or also when ``or_reset``)."""
+    unreachable; written as ICMPv4, probes to IPv6 addresses expect the ICMPv6
+    counterpart), or a TCP RESET when ``icmp`` is None (or also when ``or_reset``)."""
     want = []
     if icmp is not None:
-        want.append(f"ICMP type={icmp[0]} code={icmp[1]}")
+        kinds = {icmp_for(icmp, o.dst) for o in observations} or {tuple(icmp)}
+        want.append(" or ".join(f"ICMP{'v6' if k != tuple(icmp) else ''} type={k[0]} code={k[1]}"
+                                for k in sorted(kinds)))
     if icmp is None or or_reset:
         want.append("RESET")
     bad = []
     for i, o in enumerate(observations):
         out = outcome_name(o)
         ok = (out == "RESET" and (icmp is None or or_reset)) or (
-            out == "ICMP" and icmp is not None and (o.icmp_type, o.icmp_code) == tuple(icmp))
+            out == "ICMP" and icmp is not None
+            and (o.icmp_type, o.icmp_code) == icmp_for(icmp, o.dst))
         if not ok:
             bad.append((i, _probe_key(o)))
     return _exact(check, observations, " or ".join(want), bad)

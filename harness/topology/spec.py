@@ -107,6 +107,19 @@ class TopologySpec:
     node_cidr_prefixlen_v6: int = 64
 
 
+#: The IPv6 single-stack addressing plan (``TopologySpec(**IPV6_PLAN, nodes=...)``): the
+#: hosts outside the cluster (lan, external IPs, load-balancer IPs) in the documentation
+#: prefix 2001:db8::/32, pods and Services in unique-local ranges like a cluster's.
+IPV6_PLAN: dict[str, Any] = {
+    "lan_cidr": "2001:db8:c0:2::/64",
+    "cluster_cidr": "fd00:10:244::/56",
+    "service_cidr": "fd00:10:96::/108",
+    "external_cidr": "2001:db8:c6:33::/64",
+    "lb_cidr": "2001:db8:cb:71::/64",
+    "node_cidr_prefixlen": 64,
+}
+
+
 # --------------------------------------------------------------------------- validation
 
 

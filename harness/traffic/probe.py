@@ -504,12 +504,34 @@ def send_crafted(host: Host, packet: Any) -> None:
     """
     data = bytes(packet)
     dst = packet.dst
+    # an AF_INET6 IPPROTO_RAW socket takes the whole IPv6 header too (IPV6_HDRINCL implied)
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
 
     def _send() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+        with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
             s.sendto(data, (dst, 0))
 
     host.call(_send)
+
+
+def ip_header(src: str, dst: str) -> Any:
+    """A scapy IP or IPv6 header for ``src`` -> ``dst`` (the family of the addresses), to
+    build crafted packets that work on either cluster family."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+
+    return IPv6(src=src, dst=dst) if ":" in dst else IP(src=src, dst=dst)
+
+
+def ip_layer(packet: Any) -> Any:
+    """The IP or IPv6 layer of a captured scapy packet, or None."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+
+    for layer in (IP, IPv6):
+        if layer in packet:
+            return packet[layer]
+    return None
 
 
 class Capture:

@@ -299,6 +299,17 @@ def test_refused() -> None:
     assert "ICMP type=3 code=3" in text and "TIMEOUT" in text
 
 
+def test_refused_over_ipv6_expects_the_icmpv6_counterpart() -> None:
+    v6 = dict(src="2001:db8:c0:2::65", dst="fd00:10:96::101")
+    port6 = Obs(Outcome.ICMP, icmp_type=1, icmp_code=4, **v6)
+    assert v.refused([port6] * 2).passed
+    # the IPv4 code on an IPv6 probe, or ICMPv6 admin-prohibited, is not port unreachable
+    assert not v.refused([Obs(Outcome.ICMP, icmp_type=3, icmp_code=3, **v6)]).passed
+    assert not v.refused([Obs(Outcome.ICMP, icmp_type=1, icmp_code=1, **v6)]).passed
+    assert v.refused([Obs(Outcome.ICMP, icmp_type=1, icmp_code=1, **v6)], icmp=(3, 13)).passed
+    assert "ICMPv6 type=1 code=4" in v.refused([Obs(Outcome.TIMEOUT, **v6)]).explain()
+
+
 def test_dropped() -> None:
     assert v.dropped([Obs(Outcome.TIMEOUT)] * 4).passed
     verdict = v.dropped([Obs(Outcome.TIMEOUT), reply("a")])
