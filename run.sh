@@ -2,7 +2,7 @@
 # The project's two entry points, each doing its own set-up on a Debian machine (as root):
 #   bash run.sh conformance [pytest args]   the conformance suite (and bug scenarios) against the reference proxier
 #   bash run.sh tests [pytest args]         the project's own tests (unit, self-test, lint)
-#   bash run.sh matrix                      compatibility matrix: iptables-nft, -legacy, nftables mode
+#   bash run.sh matrix                      compatibility matrix: iptables-nft, -legacy, nftables mode; IPv4, IPv6
 set -euo pipefail
 cd "$(dirname "$0")"
 here=$(pwd)
@@ -62,13 +62,15 @@ case "$cmd" in
     ;;
   matrix)
     # The compatibility matrix: the reference proxier on iptables-nft, on iptables-legacy
-    # and in nftables mode, one run each, rendered side by side.
+    # and in nftables mode, over IPv4 and IPv6, one run each, rendered side by side.
     setup matrix
     status=0
-    for run in "reference nft" "reference legacy" "reference-nft nft"; do
+    for run in "reference nft ipv4" "reference legacy ipv4" "reference-nft nft ipv4" \
+               "reference nft ipv6" "reference-nft nft ipv6"; do
       set -- $run
       "$venv/bin/python" -m pytest conformance/ -n 2 -q --proxier="$1" --iptables="$2" \
-        --report-dir="reports/matrix/$1-$2" --known-gaps="known-gaps/$1.yaml" || status=1
+        --ip-family="$3" --report-dir="reports/matrix/$1-$2-$3" \
+        --known-gaps="known-gaps/$1.yaml" || status=1
     done
     "$venv/bin/python" -m harness.report matrix reports/matrix/*/report.json \
       -o reports/matrix.html --markdown reports/matrix.md

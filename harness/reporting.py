@@ -431,5 +431,6 @@ def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
         "proxier_command": spec.command if spec else None,
         "capabilities": sorted(spec.capabilities) if spec else None,
         "pod_network": config.getoption("pod_network", None),
+        "ip_family": config.getoption("ip_family", None),
         "nodes": config.getoption("nodes", None),
     }

@@ -191,12 +191,15 @@ def render_html_file(report_json: str | Path, out: str | Path) -> Path:
 # --- compatibility matrix --------------------------------------------------------------------
 
 def run_label(report: dict[str, Any]) -> str:
-    """proxier + iptables flavour + kernel, e.g. ``reference / iptables-nft / 6.1.0-18``."""
+    """proxier + iptables flavour (+ IP family) + kernel, e.g.
+    ``reference / iptables-nft / IPv6 / 6.1.0-18`` (reports from before the family was
+    recorded have no family part)."""
     env = report.get("environment") or {}
     flavour = env.get("iptables_flavour")
-    return " / ".join([str(env.get("proxier") or "?"),
-                       f"iptables-{flavour}" if flavour else "iptables-?",
-                       str(env.get("kernel") or "?")])
+    parts = [str(env.get("proxier") or "?"), f"iptables-{flavour}" if flavour else "iptables-?"]
+    if env.get("ip_family"):
+        parts.append({"ipv4": "IPv4", "ipv6": "IPv6"}.get(env["ip_family"], env["ip_family"]))
+    return " / ".join([*parts, str(env.get("kernel") or "?")])
 
 
 def aggregate(grades: list[str]) -> str:

@@ -44,24 +44,47 @@ def outcomes_by_behavior(report: dict) -> dict[str, set[str]]:
     return out
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS), ids=str)
-def test_fault_is_caught_by_its_checks(fault, tmp_path):
+def assert_caught(fault: str, tmp_path: Path, *extra: str, capabilities: str = "") -> None:
     f = FAULTS[fault]
     command = (f"{{python}} -m tests.faulty {fault} run --state-dir {{state_dir}} "
                "--hostname-override {node} --node-ip {node_ip} --cluster-cidr {cluster_cidr} "
                "--iptables {iptables} --min-sync-period 0 " + " ".join(f.proxier_args))
     selection = [f"--behavior={b}" for b in f.caught_by]
+    caps = (f.capabilities if f.capabilities is not None else CAPABILITIES) + capabilities
     code, report, output = run_conformance(
-        tmp_path, f"--proxier-cmd={command}",
-        f"--proxier-capabilities={f.capabilities if f.capabilities is not None else CAPABILITIES}",
-        f"--proxier=faulty-{fault}", *f.pytest_args, *selection)
+        tmp_path, f"--proxier-cmd={command}", f"--proxier-capabilities={caps}",
+        f"--proxier=faulty-{fault}", *f.pytest_args, *extra, *selection)
 
     seen = outcomes_by_behavior(report)
     missed = [b for b in f.caught_by if "failed" not in seen.get(b, set())]
-    assert code != 0, f"fault {fault} ({f.description}): the suite passed\n{output}"
+    where = f" {' '.join(extra)}" if extra else ""
+    assert code != 0, f"fault {fault} ({f.description}){where}: the suite passed\n{output}"
     assert not missed, (
-        f"fault {fault} ({f.description}) was not caught by {missed}; outcomes: {seen}\n{output}"
+        f"fault {fault} ({f.description}){where} was not caught by {missed}; "
+        f"outcomes: {seen}\n{output}"
     )
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS), ids=str)
+def test_fault_is_caught_by_its_checks(fault, tmp_path):
+    assert_caught(fault, tmp_path)
+
+
+def runs_on_the_session_cluster_over_ipv6(fault: str) -> bool:
+    """Faults whose checks all run on the session cluster and mean the same over IPv6: not
+    scenario files (IPv4 dumps), not the IPv6/dual-stack modules' own clusters, not
+    localhost nodePorts (kube-proxy has them on IPv4 only)."""
+    return all(not b.startswith(("scenario/", "service/ipv6/", "service/dual-stack/"))
+               and b != "service/nodeport/localhost" for b in FAULTS[fault].caught_by)
+
+
+@pytest.mark.ipv6
+@pytest.mark.parametrize("fault", sorted(filter(runs_on_the_session_cluster_over_ipv6, FAULTS)),
+                         ids=str)
+def test_fault_is_caught_over_ipv6(fault, tmp_path):
+    """The same checks, run with ``--ip-family ipv6``, catch the same defect: the IPv6
+    suite is not a copy that passes whatever the proxier does."""
+    assert_caught(fault, tmp_path, "--ip-family=ipv6", capabilities=",ipv6")
 
 
 def test_reference_proxier_passes_the_whole_suite(tmp_path):

@@ -289,6 +289,8 @@ def test_aggregate_and_label() -> None:
     assert aggregate(["pass", "xfail"]) == "xfail"
     assert aggregate(["skip", "informational"]) == "informational"
     assert run_label({}) == "? / iptables-? / ?"
+    env = {"proxier": "reference", "iptables_flavour": "nft", "ip_family": "ipv6", "kernel": "6.1"}
+    assert run_label({"environment": env}) == "reference / iptables-nft / IPv6 / 6.1"
 
 
 # --- known gaps ----------------------------------------------------------------------------
