@@ -1,19 +1,19 @@
 """IPv6 Services: a single-stack IPv6 cluster, with the same semantics as IPv4.
 
-kube-proxy runs one proxier per family (ip6tables for IPv6): ClusterIP DNAT to
-``[ip]:port``, and UDP conntrack cleanup over the IPv6 table. The checks run on their own
-IPv6 cluster (one per module and pytest-xdist worker), built like the IPv4 one; they need
-a proxier that declares ``ipv6``. (ICMPv6 errors are not classified by the probes yet, so
-only positive outcomes are checked here.)
+kube-proxy runs one proxier per family (ip6tables for IPv6). These checks run on an IPv6
+cluster of their own (one per module and pytest-xdist worker), so that the default IPv4 run
+covers IPv6 too: ClusterIP DNAT to ``[ip]:port``, the refusal of a Service without
+endpoints (ICMPv6 port unreachable), and UDP conntrack cleanup over the IPv6 table. They
+need a proxier that declares ``ipv6``. ``--ip-family ipv6`` runs every other check over
+IPv6 as well.
 """
 
 import pytest
 
-from harness import model
-from harness.model import EndpointSpec, PortSpec, SliceSpec
+from harness.model import EndpointSpec, PortSpec
 from harness.netfilter import conntrack_entries
 from harness.traffic.probe import Outcome, probe
-from harness.verdicts import reached_only
+from harness.verdicts import reached_only, refused
 
 pytestmark = [pytest.mark.ipv6, pytest.mark.requires("ipv6")]
 
@@ -23,15 +23,13 @@ SPORT = 41066
 @pytest.fixture(scope="module")
 def cluster6_env(pytestconfig, cluster_env_for):
     """An IPv6 single-stack cluster (module): two nodes, one client, the proxier on each."""
-    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
+    from harness.topology.spec import IPV6_PLAN, ClientSpec, NodeSpec, TopologySpec
 
     spec = TopologySpec(
+        **IPV6_PLAN,
         nodes=[NodeSpec(name="node1"), NodeSpec(name="node2")],
         clients=[ClientSpec(name="client1")],
         pod_network=pytestconfig.getoption("pod_network"),
-        lan_cidr="fd00:c0:2::/64", cluster_cidr="fd00:10:244::/56",
-        service_cidr="fd00:10:96::/108", external_cidr="fd00:c6:33::/64",
-        lb_cidr="fd00:cb:0:71::/64", node_cidr_prefixlen=64,
     )
     with cluster_env_for(spec, "cluster6") as env:
         yield env
@@ -48,17 +46,7 @@ def cluster6(cluster6_env):
 
 def v6_service(cluster, pods, ports):
     """A Service with an IPv6 ClusterIP and an IPv6 EndpointSlice for ``pods``."""
-    svc = cluster.create_service([], ports=ports, sync=False)
-    set_v6_endpoints(svc, pods)
-    return svc
-
-
-def set_v6_endpoints(svc, endpoints):
-    eps = [e if isinstance(e, EndpointSpec) else EndpointSpec(ip=e.ip, node=e.node.name, pod=e.name)
-           for e in endpoints]
-    ports = model.slice_ports_for(svc.ports)
-    svc.set_slices([SliceSpec(name=f"{svc.name}-{svc.env.alloc.name('s')}", endpoints=eps,
-                              ports=ports, address_type="IPv6")])
+    return cluster.create_service(pods, ports=ports)
 
 
 @pytest.mark.behavior(
@@ -87,6 +75,24 @@ def test_ipv6_clusterip_reaches_only_ready_endpoints(cluster6, proto):
 
 
 @pytest.mark.behavior(
+    "service/ipv6/no-endpoints-refused",
+    must="An IPv6 ClusterIP of a Service without endpoints MUST be refused with ICMPv6 port "
+         "unreachable (type 1, code 4).",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go",
+)
+@pytest.mark.requires("reject-no-endpoints")
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+def test_ipv6_clusterip_without_endpoints_is_refused(cluster6, proto):
+    svc = v6_service(cluster6, [], [PortSpec(80, 8080, proto)])
+    src = cluster6.add_pod(cluster6.nodes[1])
+
+    obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=2)
+
+    v = refused(obs)  # ICMP port unreachable, i.e. ICMPv6 type 1 code 4 for an IPv6 probe
+    assert v.passed, v.explain()
+
+
+@pytest.mark.behavior(
     "service/ipv6/udp-flow-follows-endpoint-removal",
     must="An IPv6 UDP flow (fixed source port) whose endpoint is removed MUST reach a remaining "
          "endpoint on its next datagram; its stale conntrack entry MUST be deleted.",
@@ -103,7 +109,7 @@ def test_ipv6_udp_flow_moves_off_a_removed_endpoint(cluster6, timing):
     (first,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
     assert first.outcome is Outcome.REPLY, f"the flow never started: {first}"
     kept = next(p for p in pods if p.name != first.pod)
-    set_v6_endpoints(svc, [kept])
+    svc.set_endpoints([kept])
 
     def stale():
         return [e for e in conntrack_entries(node.netns, family="ipv6", proto="udp",

@@ -25,7 +25,7 @@ Every veth is created *inside* a run namespace with its peer placed directly in 
 one, so no interface ever appears in the root namespace, not even for a moment.
 
 Dual-stack (``TopologySpec(families=("IPv4", "IPv6"))``): every host also gets an IPv6
-address at the same host offset in the ``*_v6`` ranges (node 1 ``fd00:c0:2::b``, its pods
+address at the same host offset in the ``*_v6`` ranges (node 1 ``2001:db8:c0:2::b``, its pods
 ``fd00:10:244:1::<n>``), with the same routes for IPv6; ``Host.ip`` stays the IPv4 one and
 ``Host.ip_of(6)`` gives the IPv6 one.
 

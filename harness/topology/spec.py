@@ -101,7 +101,7 @@ class TopologySpec:
     #: IPv6 address from the ``*_v6`` ranges below, at the same host offset as its IPv4
     #: one, with routes for both families. Empty: single-stack, the family of the CIDRs.
     families: tuple[str, ...] = ()
-    lan_cidr_v6: str = "fd00:c0:2::/64"
+    lan_cidr_v6: str = "2001:db8:c0:2::/64"  # documentation prefix: clients are outside
     cluster_cidr_v6: str = "fd00:10:244::/56"
     service_cidr_v6: str = "fd00:10:96::/108"
     node_cidr_prefixlen_v6: int = 64
