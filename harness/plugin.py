@@ -78,6 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--proxier-capabilities", default=None,
                 help="comma-separated capabilities the proxier declares (overrides the "
                      f"adapter's); known: {', '.join(sorted(CAPABILITIES))}")
+    g.addoption("--proxier-version", default=None,
+                help="the proxier's version as the report should state it (e.g. the output "
+                     "of 'kube-proxy --version'); the reference proxier knows its own")
     g.addoption("--iptables", choices=("nft", "legacy"), default="nft",
                 help="iptables flavour for the reference proxier (default: nft)")
     g.addoption("--nodes", type=int, default=2, help="nodes in the test cluster (default 2)")
@@ -187,7 +190,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _spec(config: pytest.Config) -> Any:
     return resolve(config.getoption("proxier"), config.getoption("proxier_cmd"),
-                   config.getoption("proxier_capabilities"))
+                   config.getoption("proxier_capabilities"), config.getoption("proxier_version"))
 
 
 # --- fixtures ----------------------------------------------------------------------------

@@ -429,6 +429,7 @@ def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
         "iptables_flavour": config.getoption("iptables", None),
         "proxier": spec.name if spec else None,
         "proxier_command": spec.command if spec else None,
+        "proxier_version": spec.version if spec else None,
         "capabilities": sorted(spec.capabilities) if spec else None,
         "pod_network": config.getoption("pod_network", None),
         "ip_family": config.getoption("ip_family", None),

@@ -116,6 +116,9 @@ def _duration(value: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="refproxier", description="Reference Service proxy (a Python port of kube-proxy, iptables mode).")
+    from refproxier import version_string
+
+    parser.add_argument("--version", action="version", version=version_string())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("render", help="print the iptables-restore input for one node (no root)")
     _add_proxier_flags(r)

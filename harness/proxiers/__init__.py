@@ -78,6 +78,8 @@ class ProxierSpec:
     command: str
     capabilities: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
+    #: what the proxier says it is (reports print it next to the command)
+    version: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - set(CAPABILITIES)
@@ -119,6 +121,12 @@ REFERENCE_COMMAND = (
 )
 
 
+def _refproxier_version() -> str:
+    from refproxier import version_string
+
+    return version_string()
+
+
 def reference() -> ProxierSpec:
     """The included reference proxier (kube-proxy's iptables mode in Python)."""
     return ProxierSpec(
@@ -126,6 +134,7 @@ def reference() -> ProxierSpec:
         command=REFERENCE_COMMAND,
         capabilities=KUBE_PROXY_IPTABLES_CAPABILITIES,
         description="refproxier, kube-proxy iptables mode",
+        version=_refproxier_version(),
     )
 
 
@@ -141,17 +150,20 @@ def reference_nft() -> ProxierSpec:
         command=REFERENCE_COMMAND + " --proxy-mode nftables --service-cidr {service_cidr}",
         capabilities=KUBE_PROXY_NFTABLES_CAPABILITIES,
         description="refproxier, kube-proxy nftables mode",
+        version=_refproxier_version(),
     )
 
 
 BUILTIN: dict[str, Callable[[], ProxierSpec]] = {"reference": reference, "reference-nft": reference_nft}
 
 
-def resolve(name: str | None, command: str | None, capabilities: str | None) -> ProxierSpec:
+def resolve(name: str | None, command: str | None, capabilities: str | None,
+            version: str | None = None) -> ProxierSpec:
     """Turn the plugin's options into a ProxierSpec, with errors that say what to do."""
     if command:
         caps = frozenset(c.strip() for c in (capabilities or "").split(",") if c.strip())
-        return ProxierSpec(name=name or "custom", command=command, capabilities=caps)
+        return ProxierSpec(name=name or "custom", command=command, capabilities=caps,
+                           version=version)
     name = name or "reference"
     factory = BUILTIN.get(name)
     if factory is None:
@@ -167,6 +179,8 @@ def resolve(name: str | None, command: str | None, capabilities: str | None) -> 
     spec = factory()
     if capabilities is not None:
         spec = spec.with_capabilities(c.strip() for c in capabilities.split(",") if c.strip())
+    if version is not None:
+        spec = replace(spec, version=version)
     return spec
 
 
