@@ -80,6 +80,19 @@ class LoadedState:
     cluster: ClusterState
 
 
+def needs_chain_cleanup(total_endpoints: int, last_cleanup: float | None, now: float,
+                        sync_period: float) -> bool:
+    """Whether this sync lists the nat table (``iptables-save``) to delete stale service
+    chains. As kube-proxy: every sync, except in large-cluster mode (more than 1,000
+    endpoints), where listing takes seconds and is done once per sync period; stale chains
+    are unreferenced meanwhile, so they cost only memory."""
+    from refproxier.iptables import LARGE_CLUSTER_ENDPOINTS_THRESHOLD
+
+    if total_endpoints <= LARGE_CLUSTER_ENDPOINTS_THRESHOLD or last_cleanup is None:
+        return True
+    return now - last_cleanup > sync_period
+
+
 class StateLoadError(Exception):
     pass
 
@@ -241,6 +254,7 @@ class Daemon:
         self.sync_pending = False
         self.last_sync_start: float | None = None
         self.last_full_sync: float | None = None
+        self.last_chain_cleanup: float | None = None
         self.retry_at: float | None = None
         self.new_input = False  # a generation arrived since the last sync attempt
         self.backoff = RETRY_BACKOFF_MIN
@@ -363,7 +377,10 @@ class Daemon:
         try:
             if full:
                 self._ensure_base()
-            existing = self.ipt.chains("nat")
+            list_chains = needs_chain_cleanup(
+                getattr(proxy_state, "total_endpoints", 0), self.last_chain_cleanup, now,
+                self.config.sync_period)
+            existing = self.ipt.chains("nat") if list_chains else frozenset()
             text = self.backend.render(
                 proxy_state, self.config, changed=None if full else changed,
                 existing_nat_chains=existing,
@@ -389,6 +406,8 @@ class Daemon:
         if udp_changed:
             self._clean_conntrack(proxy_state, loaded.generation, self.applied.proxy_state)
         self.applied = _Applied(loaded.generation, proxy_state, new_udp, frozenset(problems))
+        if list_chains:
+            self.last_chain_cleanup = now
         self.need_full_sync = False
         self.retry_at = None
         self.backoff = RETRY_BACKOFF_MIN

@@ -293,3 +293,38 @@ def test_new_generation_after_a_failure_is_tried_without_waiting_for_the_backoff
     env.publish(BASE, 3)
     env.step(1.0)  # a new generation: tried now (min_sync_period still applies)
     assert len(env.ipt.restores) == 4 and read_applied(env.dir, "node1") == 3
+
+
+def test_large_clusters_list_stale_chains_once_per_sync_period(env, monkeypatch):
+    # kube-proxy's large-cluster mode (> 1,000 endpoints): iptables-save for stale-chain
+    # cleanup only once per sync period; smaller clusters list on every sync.
+    env.ipt.tables["nat"].add("KUBE-SVC-STALE0000000000")
+    env.publish(BASE, 1)
+    env.step()
+    assert "KUBE-SVC-STALE0000000000" in env.backend.renders[-1]["existing"]
+    monkeypatch.setattr(type(env.backend), "build",
+                        lambda self, cluster, config: _Large(cluster), raising=True)
+    env.publish([*BASE, service("ns2", "svc3", "10.96.0.3")], 2)
+    env.step(1.1)
+    # (a different size: the daemon notices a new state.yaml by its stat)
+    env.publish([*BASE, service("ns2", "svc-four", "10.96.0.44")], 3)
+    env.step(1.1)
+    assert len(env.backend.renders) == 3
+    assert env.backend.renders[-1]["changed"] == {"ns2/svc3", "ns2/svc-four"}
+    assert env.backend.renders[-1]["existing"] == frozenset()  # listed at the first sync only
+    env.step(29.0)
+    env.step(1.5)  # the periodic full resync, more than a sync period after the listing
+    assert len(env.backend.renders) == 4 and env.backend.renders[-1]["changed"] is None
+    assert "KUBE-SVC-STALE0000000000" in env.backend.renders[-1]["existing"]
+
+
+class _Large:
+    """The stand-in state, claiming kube-proxy's large-cluster size."""
+
+    total_endpoints = 1001
+
+    def __init__(self, cluster):
+        self._cluster = cluster
+
+    def __getattr__(self, name):
+        return getattr(self._cluster, name)

@@ -215,3 +215,13 @@ def test_root_netns_detection(monkeypatch, ids, kthreadd, named, expected):
     monkeypatch.setattr(daemon, "_is_kthreadd", lambda pid: kthreadd)
     monkeypatch.setattr(daemon, "_named_netns_ids", lambda: named)
     assert daemon.in_root_netns() is expected
+
+
+@pytest.mark.parametrize("endpoints,last,now,expected", [
+    (1000, 100.0, 101.0, True),    # not a large cluster: every sync
+    (1001, None, 101.0, True),     # large, never listed
+    (1001, 100.0, 129.0, False),   # large, within the sync period
+    (1001, 100.0, 130.5, True),    # large, a sync period later
+])
+def test_chain_listing_follows_kube_proxy_large_cluster_mode(endpoints, last, now, expected):
+    assert daemon.needs_chain_cleanup(endpoints, last, now, 30.0) is expected
