@@ -13,8 +13,9 @@ as a state directory, and then, in one run:
   a prediction from the smaller sizes (superlinear) fits ``--nft-budget`` seconds; an extra
   ladder of smaller sizes (``--nft-sizes``) shows the growth. Skipped sizes are reported;
 * partial sync at the largest N x 10 size: one endpoint of one Service changes; the daemon's
-  path (load+build, ``changed_services``, ``iptables-save -t nat`` for the existing chains,
-  render with ``changed``, restore) against a full resync over the same rules;
+  path (load+build, ``changed_services``, ``iptables-save -t nat`` for the existing chains
+  unless in large-cluster mode, render with ``changed``, restore) against a full resync
+  over the same rules;
 * daemon: ``python -m refproxier run`` in the namespace on that size's state dir; time to
   ``applied/<node>`` and peak RSS (VmHWM from /proc/<pid>/status).
 
@@ -246,7 +247,15 @@ def partial_sync(
     new_text = write_state(state_dir, objects(n, per, moved=n // 2), 2)
     ps_new, lb = load_build(new_text, generation=False)
     changed, t_changed = timed(lambda: changed_services(ps_old, ps_new))
-    chains, t_save = timed(nat_chains)
+    # The daemon lists the nat table on a partial sync only outside large-cluster mode
+    # (kube-proxy: once per sync period above 1,000 endpoints); here a second after the
+    # full sync that last listed it.
+    from refproxier.daemon import needs_chain_cleanup
+
+    if needs_chain_cleanup(ps_new.total_endpoints, 0.0, 1.0, CFG.sync_period):
+        chains, t_save = timed(nat_chains)
+    else:
+        chains, t_save = frozenset(), 0.0
     part, t_render = timed(
         lambda: iptables.render(ps_new, CFG, changed=changed, existing_nat_chains=chains)
     )
