@@ -11,7 +11,7 @@ IPv6 as well.
 import pytest
 
 from harness.model import EndpointSpec, PortSpec
-from harness.netfilter import conntrack_entries
+from harness.netfilter import entries_text, wait_no_stale_udp
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only, refused
 
@@ -111,19 +111,11 @@ def test_ipv6_udp_flow_moves_off_a_removed_endpoint(cluster6, timing):
     kept = next(p for p in pods if p.name != first.pod)
     svc.set_endpoints([kept])
 
-    def stale():
-        return [e for e in conntrack_entries(node.netns, family="ipv6", proto="udp",
-                                             orig_dst=svc.cluster_ip, orig_dport=80)
-                if e.reply.src != kept.ip]
-    try:
-        timing.wait_for(lambda: not stale(), "stale IPv6 UDP entries to go")
-    except TimeoutError:
-        pass
-    left = stale()
+    left = wait_no_stale_udp(timing, node.netns, {kept.ip}, f"[{svc.cluster_ip}]:80",
+                             family="ipv6", orig_dst=svc.cluster_ip, orig_dport=80)
     after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
     v = reached_only(after, {kept.name})
     assert v.passed and not left, (
         f"flow [{src.ip}]:{SPORT} reached {first.pod} first; after it was removed the flow must "
-        f"reach {kept.name}.\n{v.explain()}\nstale entries on {node.name}:\n  "
-        + ("\n  ".join(map(str, left)) or "(none)")
+        f"reach {kept.name}.\n{v.explain()}\nstale entries on {node.name}:\n{entries_text(left)}"
     )

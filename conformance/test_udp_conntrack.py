@@ -16,7 +16,7 @@ entry is visible as a reply from a pod that is no longer an endpoint.
 import pytest
 
 from harness.model import PortSpec
-from harness.netfilter import conntrack_entries
+from harness.netfilter import conntrack_entries, entries_text, wait_no_stale_udp
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only, refused
 
@@ -30,28 +30,11 @@ def udp_entries(node, cluster_ip, port):
     return conntrack_entries(node.netns, proto="udp", orig_dst=cluster_ip, orig_dport=port)
 
 
-def stale(node, cluster_ip, port, serving_ips):
-    """UDP entries for cluster_ip:port on ``node`` whose reply source is not serving."""
-    return [e for e in udp_entries(node, cluster_ip, port) if e.reply.src not in set(serving_ips)]
-
-
 def wait_no_stale(timing, node, svc, port, serving_ips):
-    """Bounded wait for the proxier's cleanup; returns what is still stale (empty = clean)."""
-    left = []
-
-    def clean():
-        left[:] = stale(node, svc.cluster_ip, port, serving_ips)
-        return not left
-
-    try:
-        timing.wait_for(clean, f"stale UDP entries for {svc.cluster_ip}:{port} to go")
-    except TimeoutError:
-        pass
-    return left
-
-
-def entries_text(entries):
-    return "\n".join(f"  {e}" for e in entries) or "  (none)"
+    """Bounded wait for the proxier's cleanup of ClusterIP:port's UDP entries on ``node``;
+    returns what is still stale (empty = clean)."""
+    return wait_no_stale_udp(timing, node.netns, serving_ips, f"{svc.cluster_ip}:{port}",
+                             orig_dst=svc.cluster_ip, orig_dport=port)
 
 
 @pytest.mark.behavior(
@@ -205,14 +188,7 @@ def test_udp_nodeport_flow_moves_off_a_removed_endpoint(cluster, timing):
     kept = next(p for p in pods if p.name != first.pod)
     svc.set_endpoints([kept])
 
-    def stale_np():
-        return [e for e in conntrack_entries(node.netns, proto="udp", orig_dport=np_)
-                if e.reply.src != kept.ip]
-    try:
-        timing.wait_for(lambda: not stale_np(), f"stale UDP entries for NodePort {np_} to go")
-    except TimeoutError:
-        pass
-    left = stale_np()
+    left = wait_no_stale_udp(timing, node.netns, {kept.ip}, f"NodePort {np_}", orig_dport=np_)
     after = probe(client, node.ip, np_, "udp", sport=SPORT, count=3)
     v = reached_only(after, {kept.name})
     assert v.passed and not left, (

@@ -616,6 +616,39 @@ def conntrack_entries(netns: str, *, output: str = "xml", **filters: Any) -> lis
     return parse_conntrack_xml(proc.stdout)
 
 
+def stale_udp_entries(netns: str, serving_ips: Iterable[str], **filters: Any) -> list[ConntrackEntry]:
+    """UDP entries of ``netns`` matching ``filters`` whose reply source is not one of
+    ``serving_ips``: flows still translated to a removed endpoint (or, with no serving IPs,
+    any flow of a Service that should have none)."""
+    serving = set(serving_ips)
+    return [e for e in conntrack_entries(netns, proto="udp", **filters)
+            if e.reply.src not in serving]
+
+
+def wait_no_stale_udp(timing: Any, netns: str, serving_ips: Iterable[str], what: str,
+                      **filters: Any) -> list[ConntrackEntry]:
+    """Give the proxier's conntrack cleanup ``timing``'s bounded wait; returns the entries
+    still stale afterwards (empty: clean). Never raises on timeout: the caller asserts, with
+    the entries as evidence."""
+    serving = set(serving_ips)
+    left: list[ConntrackEntry] = []
+
+    def clean() -> bool:
+        left[:] = stale_udp_entries(netns, serving, **filters)
+        return not left
+
+    try:
+        timing.wait_for(clean, f"stale UDP entries for {what} to go")
+    except TimeoutError:
+        pass
+    return left
+
+
+def entries_text(entries: Sequence[ConntrackEntry]) -> str:
+    """Conntrack entries for a failure message, one per indented line."""
+    return "\n".join(f"  {e}" for e in entries) or "  (none)"
+
+
 # --------------------------------------------------------------------------- mark observer
 
 
