@@ -64,6 +64,7 @@ case "$cmd" in
     # The compatibility matrix: the reference proxier on iptables-nft, on iptables-legacy
     # and in nftables mode, over IPv4 and IPv6, one run each, rendered side by side.
     setup matrix
+    rm -rf reports/matrix  # only this run's columns
     status=0
     for run in "reference nft ipv4" "reference legacy ipv4" "reference-nft nft ipv4" \
                "reference nft ipv6" "reference-nft nft ipv6"; do
