@@ -50,14 +50,18 @@ def cluster_ds(cluster_ds_env):
     ref=DS_REF,
 )
 @pytest.mark.parametrize("proto", ["TCP", "UDP"])
-def test_dual_stack_clusterip_reaches_endpoints_on_both_families(cluster_ds, proto):
+# ipFamilies in either order: a Service's primary family need not be the cluster's
+@pytest.mark.parametrize("order", ["IPv4-first", "IPv6-first"])
+def test_dual_stack_clusterip_reaches_endpoints_on_both_families(cluster_ds, proto, order):
     from harness.model import PortSpec
 
     node = cluster_ds.nodes[0]
     ready = cluster_ds.add_pods(2, node=node)
     bystander = cluster_ds.add_pod(node)
+    families = FAMILIES if order == "IPv4-first" else FAMILIES[::-1]
     svc = cluster_ds.create_service(ready, ports=[PortSpec(80, 8080, proto)],
-                                    ip_families=FAMILIES)
+                                    ip_families=families)
+    assert svc.ip_families == list(families), svc.cluster_ips
     src = cluster_ds.add_pod(cluster_ds.nodes[1])
 
     problems = []
