@@ -18,6 +18,7 @@ import time
 import pytest
 
 from harness.model import PortSpec
+from harness.report.timelines import churn_timeline
 from harness.traffic.probe import Outcome, probe
 
 pytestmark = pytest.mark.churn
@@ -79,17 +80,23 @@ def test_no_new_connection_reaches_a_removed_endpoint(cluster, timing, record_pr
     src = cluster.add_pod(cluster.nodes[1])
 
     changes = []  # (published, acked, endpoints now, removed)
-    with Prober(src, svc.cluster_ip, 80, timing) as prober:
-        prober.wait_probes_since(0, MIN_PROBES_AFTER_ACK)
-        current = steps[0]
-        for nxt in steps[1:]:
-            removed = {p.name for p in current} - {p.name for p in nxt}
-            published = time.monotonic()
-            svc.set_endpoints(nxt)
-            acked = time.monotonic()
-            changes.append((published, acked, {p.name for p in nxt}, removed))
-            prober.wait_probes_since(acked, MIN_PROBES_AFTER_ACK)
-            current = nxt
+    prober = Prober(src, svc.cluster_ip, 80, timing)
+    try:
+        with prober:
+            prober.wait_probes_since(0, MIN_PROBES_AFTER_ACK)
+            current = steps[0]
+            for nxt in steps[1:]:
+                removed = {p.name for p in current} - {p.name for p in nxt}
+                published = time.monotonic()
+                svc.set_endpoints(nxt)
+                acked = time.monotonic()
+                changes.append((published, acked, {p.name for p in nxt}, removed))
+                prober.wait_probes_since(acked, MIN_PROBES_AFTER_ACK)
+                current = nxt
+    finally:
+        # the probes as a timeline for the report, also when the probing stalled
+        record_property("churn_timeline", churn_timeline(list(prober.records), changes,
+                                                         [p.name for p in steps[0]]))
     assert prober.error is None, f"the probing thread failed: {prober.error!r}"
 
     violations, failures, convergence = [], [], []

@@ -19,6 +19,7 @@ import jinja2
 
 from harness.report import templates
 from harness.report.svg import distribution_svg
+from harness.report.timelines import PlotDataError, affinity_svg, churn_svg
 
 GRADES = ("pass", "fail", "skip", "xfail", "informational")
 # Which grade a matrix cell shows when a behaviour's checks disagree: the worst news first.
@@ -108,6 +109,51 @@ def _stats_view(stats: Any) -> dict[str, Any]:
     }
 
 
+# Plots drawn from a check's properties: (property, title, how to read it, renderer).
+_PLOTS = (
+    ("affinity_timeline", "affinity over time",
+     "One row per client address, one mark per new connection; the letter and colour name "
+     "the endpoint that answered (hollow red \u00d7: no reply). With ClientIP affinity a row "
+     "keeps one letter while its connections come within timeoutSeconds; after a vertical "
+     "marker (the timeout elapsed) each client chooses afresh, so some rows change letter. "
+     "The count at the right of a row is how many endpoints that client reached.",
+     affinity_svg),
+    ("churn_timeline", "probes during endpoint churn",
+     "Each tick is one new connection, at the time it started, in the lane of the endpoint "
+     "that answered (or in the refused / no-reply lanes). Green: an endpoint of the set "
+     "published at that moment; amber: a removed endpoint before the proxier acknowledged "
+     "the change (still converging); red: a removed endpoint after the acknowledgement. "
+     "Shading: while the endpoint is in the published set. Dashed line: change published; "
+     "solid line: proxier acknowledged; from the dashed line to the first tick in a newly "
+     "shaded lane is the convergence time.",
+     churn_svg),
+)
+
+
+def _plots_view(props: Any) -> list[dict[str, Any]]:
+    """The timelines a check recorded, drawn; a record that cannot be drawn gives a short
+    note instead of a plot (the report renders whatever a test recorded)."""
+    if not isinstance(props, dict):
+        return []
+    plots = []
+    for key, title, caption, draw in _PLOTS:
+        if key not in props:
+            continue
+        try:
+            svg, alt = draw(props[key])
+        except PlotDataError as exc:
+            plots.append({"key": key, "title": title, "svg": "", "caption": "", "alt": "",
+                          "note": f"{key}: cannot plot ({exc})"})
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bad record must not break the report
+            plots.append({"key": key, "title": title, "svg": "", "caption": "", "alt": "",
+                          "note": f"{key}: cannot plot ({type(exc).__name__}: {exc})"})
+            continue
+        plots.append({"key": key, "title": title, "svg": svg, "caption": caption, "alt": alt,
+                      "note": None})
+    return plots
+
+
 def _env() -> jinja2.Environment:
     return jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined,
                               trim_blocks=False, lstrip_blocks=False)
@@ -151,6 +197,7 @@ def render_html(report: dict[str, Any]) -> str:
         c["captured"] = c.get("captured") or {}
         stats = c.get("statistics") or []
         c["stats"] = [_stats_view(s) for s in (stats if isinstance(stats, list) else [stats])]
+        c["plots"] = _plots_view(c.get("properties"))
         if c.get("observations") is not None and not isinstance(c["observations"], str):
             c["observations"] = json.dumps(c["observations"], indent=1, default=str)
         checks.append(c)

@@ -24,6 +24,13 @@ details{margin:.3em 0}summary{cursor:pointer;font-weight:600}details details{mar
 svg.chart text{font:11px system-ui,sans-serif;fill:#1d2329}svg.chart .ax{fill:#57606a}
 svg.chart .band{fill:#8c959f;opacity:.25}svg.chart .bar{fill:#0969da}svg.chart .bar.bad{fill:#cf222e}
 svg.chart .exp{stroke:#1d2329;stroke-width:2}svg.chart .axis{stroke:#8c959f}
+svg.chart .mk{font:bold 9px ui-monospace,monospace}svg.chart .zebra{fill:#f6f8fa}
+svg.chart .pt{stroke:#fff;stroke-width:.5}svg.chart .noreply{fill:#fff;stroke:#cf222e;stroke-width:1.2}
+svg.chart .marker{stroke:#1d2329;stroke-width:1.5;stroke-dasharray:5 3}
+svg.chart .pub{stroke:#0969da;stroke-width:1.2;stroke-dasharray:4 3}svg.chart .ack{stroke:#0969da;stroke-width:1.5}
+svg.chart .member{fill:#1a7f37;opacity:.12}
+figure.plot{margin:.3em 0}figure.plot figcaption{color:#57606a;font-size:.85em;max-width:760px}
+figure.plot .alt{color:#1d2329}
 a{color:#0969da}
 """
 
@@ -78,6 +85,12 @@ REPORT = """<!DOCTYPE html>
 {{ s.svg }}
 {% if s.fields %}<table>{% for k, v in s.fields %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
 {% if s.probes %}<details><summary>probes ({{ s.probes|length }}{% if s.probes_total > s.probes|length %} of {{ s.probes_total }}{% endif %})</summary><pre>{{ s.probes|join("\n") }}</pre></details>{% endif %}
+</details>
+{% endfor %}
+{% for p in c.plots %}
+<details open><summary>{{ p.title }}</summary>
+{% if p.note %}<p class="meta">{{ p.note }}</p>{% else %}<figure class="plot">{{ p.svg }}
+<figcaption><strong>How to read:</strong> {{ p.caption }} <span class="alt">{{ p.alt }}</span></figcaption></figure>{% endif %}
 </details>
 {% endfor %}
 {% if c.message or c.evidence or c.captured or c.observations %}
