@@ -61,7 +61,13 @@ from typing import Any
 
 import yaml
 
-from harness.topology.spec import ClientSpec, TopologyError, topology_from_objects, validate
+from harness.topology.spec import (
+    IPV6_PLAN,
+    ClientSpec,
+    TopologyError,
+    topology_from_objects,
+    validate,
+)
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 OUTCOMES = ("reject", "drop", "untouched")
@@ -382,7 +388,10 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
         raise r.err(root, "the scenario checks nothing", "add 'flows' (or a 'flows' step)")
 
     all_objects = objects + [o for s in steps for o in s.objects]
-    topo = _topology(r, top.get("topology"), all_objects, proxier)
+    family = _objects_family(r, root, all_objects)
+    if family == "IPv6" and "ipv6" not in proxier.capabilities:
+        proxier.capabilities.append("ipv6")  # replayed on an IPv6 test network
+    topo = _topology(r, top.get("topology"), all_objects, proxier, family)
     sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
                   features, lines, gaps)
     _check_references(r, sc, all_objects)
@@ -527,8 +536,29 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
     return out
 
 
-def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: ProxierSettings) -> Any:
-    kw: dict[str, Any] = {}
+def _objects_family(r: _Reader, root: yaml.Node, objects: list[Any]) -> str:
+    """The IP family of the dump: "IPv6" when every ClusterIP and EndpointSlice is IPv6
+    (the test network is then built on the IPv6 addressing plan), else "IPv4"."""
+    families = set()
+    for o in objects:
+        kind = type(o).__name__
+        if kind == "EndpointSlice" and o.addressType in ("IPv4", "IPv6"):
+            families.add(o.addressType)
+        elif kind == "Service" and o.spec is not None:
+            for ip in o.spec.clusterIPs or ([o.spec.clusterIP] if o.spec.clusterIP else []):
+                if ip and ip != "None":
+                    families.add("IPv6" if ":" in ip else "IPv4")
+    if families == {"IPv4", "IPv6"}:
+        raise r.err(root, "the objects mix IPv4 and IPv6 (dual-stack Services or slices of "
+                    "both address types); scenarios replay one family",
+                    "keep one family's clusterIPs and EndpointSlices (for dual-stack behaviour "
+                    "see conformance/test_dual_stack.py)")
+    return "IPv6" if families == {"IPv6"} else "IPv4"
+
+
+def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: ProxierSettings,
+              family: str = "IPv4") -> Any:
+    kw: dict[str, Any] = dict(IPV6_PLAN) if family == "IPv6" else {}
     clients = (ClientSpec("client", extra_addresses=0),)
     extra_nodes: list[dict[str, Any]] = []
     extra_pods: list[tuple[str, str, str | None, yaml.Node]] = []
@@ -600,8 +630,10 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
     except TopologyError as e:
         raise r.err(node if node is not None else None,
                     f"the objects and topology do not make a test network: {e}",
-                    "node addresses must be in the lan 192.0.2.0/24 and pod addresses in "
-                    "their node's pod CIDR; rewrite the dump's addresses") from None
+                    f"node addresses must be in the lan {kw.get('lan_cidr', '192.0.2.0/24')} "
+                    "and pod addresses in their node's pod CIDR (of "
+                    f"{kw.get('cluster_cidr', '10.244.0.0/16')}); rewrite the dump's "
+                    "addresses") from None
     return spec
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def _proxier_spec(sc: Scenario, config: pytest.Config) -> Any:
     if sc.proxier.cluster_cidr == "":
         command = command.replace("--cluster-cidr {cluster_cidr}", "")
     extra = " ".join(shlex.quote(a) for a in sc.proxier.refproxier_args())
-    return type(spec)(spec.name, f"{command} {extra}".strip(), spec.capabilities, spec.description)
+    return replace(spec, command=f"{command} {extra}".strip())
 
 
 def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None = None) -> None:

@@ -78,3 +78,32 @@ FAULTS_LIST.append(
           "NodePorts answer on 127.0.0.1 (route_localnet=1) even with localhost nodePorts off",
           _localhost_nodeports_unconditional, **_scenario("k8s-90259")))
 
+
+
+def _lb_ips_of_any_family() -> None:
+    # kubernetes#73157 and #88316: load-balancer ingress IPs were not filtered by the
+    # proxier's IP family, so an IPv4 LB address reached ip6tables-restore (and an IPv6
+    # one iptables-restore), which rejected the whole ruleset: no Service worked.
+    from dataclasses import replace
+
+    from refproxier import proxystate
+
+    orig = proxystate._service_ports
+
+    def service_ports(b, svc):
+        ports = orig(b, svc)
+        ingress = (svc.status.loadBalancer.ingress
+                   if svc.status and svc.status.loadBalancer else None) or []
+        every = tuple(i.ip for i in ingress if i.ip and i.ipMode != "Proxy")
+        if not ports or not every:
+            return ports
+        return [replace(sp, load_balancer_ips=every) for sp in ports]
+    proxystate._service_ports = service_ports
+
+
+FAULTS_LIST.append(
+    Fault("lb-ips-any-family",
+          "load-balancer ingress IPs of the other IP family are written into the rules",
+          _lb_ips_of_any_family,
+          caught_by=("scenario/bugs/k8s-73157", "scenario/bugs/k8s-88316"),
+          pytest_args=("scenarios/bugs/k8s-73157.yaml", "scenarios/bugs/k8s-88316.yaml")))

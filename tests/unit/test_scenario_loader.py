@@ -274,3 +274,22 @@ def test_save_scenario_writes_a_loadable_file(tmp_path):
     assert (f1.src, f1.to, f1.port, f1.expect, f1.count) == ("pod4", "10.96.0.20", 80, ["pod3"], 3)
     assert (f2.src, f2.protocol, f2.to, f2.expect) == ("client1", "UDP", "node1", "reject")
     assert "FAIL reached-only" in sc.description
+
+
+V6_OBJECTS = OBJECTS.replace("clusterIP: 10.96.0.20", 'clusterIP: "fd00:10:96::20"').replace(
+    "addressType: IPv4", "addressType: IPv6").replace("[10.244.1.5]", '["fd00:10:244:1::5"]')
+
+
+def test_an_ipv6_dump_is_replayed_on_an_ipv6_network():
+    text = "description: test\n" + V6_OBJECTS + (
+        'flows:\n  - {name: ok, from: client, to: "fd00:10:96::20", port: 80, expect: [web-0]}\n')
+    sc = parse_scenario(text, "s.yaml")
+    assert sc.topology.cluster_cidr.startswith("fd00:") and sc.topology.lan_cidr.startswith("2001:db8:")
+    assert [p.ip for p in sc.topology.pods] == ["fd00:10:244:1::5"]
+    assert "ipv6" in sc.proxier.capabilities  # other proxiers are skipped unless they declare it
+
+
+def test_objects_of_both_families_are_an_error_with_a_remedy():
+    both = OBJECTS + V6_OBJECTS.replace("objects:\n", "").replace("name: web-abc", "name: web-v6")
+    e = error("description: test\n" + both + "flows:\n" + GOOD_FLOW)
+    assert "mix IPv4 and IPv6" in str(e) and "keep one family" in str(e)
