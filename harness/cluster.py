@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import model
+from harness.controlplane.apiserver import ApiControlPlane
 from harness.controlplane.statedir import StateDirControlPlane, SyncTimeout
 from harness.model import EndpointSpec, PortSpec, ServiceSpecIn, SliceSpec
 from harness.proxiers import ProxierSpec, python_executable
@@ -170,13 +171,19 @@ class ClusterEnv:
     """Topology + echo server + proxiers + control plane for one pytest worker."""
 
     def __init__(self, topology: Any, proxier: ProxierSpec, workdir: Path,
-                 timing: Any, iptables: str = "nft") -> None:
+                 timing: Any, iptables: str = "nft", control_plane: str = "statedir") -> None:
         self.topology = topology
         self.proxier_spec = proxier
         self.workdir = Path(workdir)
         self.timing = timing
         self.iptables = iptables
-        self.controlplane = StateDirControlPlane(self.workdir / "state")
+        if control_plane not in ("statedir", "api"):
+            raise ValueError(f"control plane {control_plane!r}: use 'statedir' or 'api'")
+        #: "statedir" ({state_dir}/state.yaml) or "api" (a Kubernetes API, {kubeconfig})
+        self.control_plane = control_plane
+        self.controlplane: StateDirControlPlane | ApiControlPlane = (
+            ApiControlPlane(self.workdir / "state", self.workdir) if control_plane == "api"
+            else StateDirControlPlane(self.workdir / "state"))
         resolved = getattr(topology, "resolved", None)
         self.dual_stack = bool(getattr(resolved, "dual_stack", False))
         self.alloc = Allocations(topology.spec.service_cidr,
@@ -231,6 +238,9 @@ class ClusterEnv:
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
+        if isinstance(self.controlplane, ApiControlPlane):
+            # on the lan router address, inside the lan namespace: every node reaches it
+            self.controlplane.start(self.topology.lan_netns, str(self.topology.resolved.router))
         for node in self.nodes:
             if self.dual_stack:
                 self.controlplane.put(model.node_object(
@@ -251,7 +261,7 @@ class ClusterEnv:
                 "node": node.name,
                 "node_ip": f"{node.ip},{node.ip_of(6)}" if self.dual_stack else node.ip,
                 "state_dir": str(self.controlplane.state_dir),
-                "kubeconfig": "",
+                "kubeconfig": str(getattr(self.controlplane, "kubeconfig", None) or ""),
                 "cluster_cidr": cluster_cidr,
                 "service_cidr": service_cidr,
                 "python": python_executable(),
@@ -266,6 +276,8 @@ class ClusterEnv:
     def stop(self) -> None:
         for proc in self.proxiers.values():
             proc.stop()
+        if isinstance(self.controlplane, ApiControlPlane):
+            self.controlplane.stop()
 
     def check_proxiers(self) -> None:
         for proc in self.proxiers.values():

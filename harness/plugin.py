@@ -81,6 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--proxier-version", default=None,
                 help="the proxier's version as the report should state it (e.g. the output "
                      "of 'kube-proxy --version'); the reference proxier knows its own")
+    g.addoption("--control-plane", choices=("statedir", "api"), default="statedir",
+                help="how state reaches the proxier: {state_dir}/state.yaml (default), or a "
+                     "Kubernetes API server on the lan ({kubeconfig}; list+watch)")
     g.addoption("--iptables", choices=("nft", "legacy"), default="nft",
                 help="iptables flavour for the reference proxier (default: nft)")
     g.addoption("--nodes", type=int, default=2, help="nodes in the test cluster (default 2)")
@@ -247,12 +250,15 @@ def _running_env(config: pytest.Config, proxier_spec: Any, timing: Any, spec: An
     topo.start()
     env = None
     try:
-        env = ClusterEnv(topo, proxier_spec, workdir, timing, iptables=config.getoption("iptables"))
+        control_plane = config.getoption("control_plane", "statedir") or "statedir"
+        env = ClusterEnv(topo, proxier_spec, workdir, timing, iptables=config.getoption("iptables"),
+                         control_plane=control_plane)
         try:
             env.start()
         except (ProxierCrashed, SyncTimeout) as exc:
             # A proxier that crashes or never syncs is the finding; no harness traceback.
-            pytest.fail(f"proxier {proxier_spec.name!r} did not start: {exc}", pytrace=False)
+            pytest.fail(f"proxier {proxier_spec.name!r} did not start (control plane "
+                        f"{control_plane}): {exc}", pytrace=False)
         yield env
     finally:
         if config.getoption("keep_on_failure") and config.stash.get(_FAILED, False):

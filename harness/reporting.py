@@ -433,5 +433,6 @@ def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
         "capabilities": sorted(spec.capabilities) if spec else None,
         "pod_network": config.getoption("pod_network", None),
         "ip_family": config.getoption("ip_family", None),
+        "control_plane": config.getoption("control_plane", None),
         "nodes": config.getoption("nodes", None),
     }

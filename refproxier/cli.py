@@ -3,7 +3,7 @@
 Subcommands::
 
     refproxier render [flags] [--show-problems] FILE...   # print iptables-restore (or nft) input; no root
-    refproxier run --state-dir DIR [flags]               # the daemon (refproxier.daemon.run)
+    refproxier run --state-dir DIR [--kubeconfig F] [flags]  # the daemon (refproxier.daemon.run)
     refproxier cleanup [flags]                           # remove rules (refproxier.daemon.cleanup)
 
 Input errors are reported as one message naming the file, object and field; exit status 2.
@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("files", nargs="+", metavar="FILE", help="manifests (YAML or JSON), as kubectl get -o yaml prints them")
     run = sub.add_parser("run", help="run the proxier on a state directory")
     _add_proxier_flags(run)
-    run.add_argument("--state-dir", required=True, help="directory holding state.yaml")
+    run.add_argument("--state-dir", help="directory holding state.yaml (with --kubeconfig: "
+                     "where applied/<node> acknowledgements are written)")
+    run.add_argument("--kubeconfig", default="",
+                     help="list and watch Services, EndpointSlices and Nodes from this API "
+                          "server instead of reading state.yaml; empty means none, so a "
+                          "command template may say --kubeconfig={kubeconfig}")
     c = sub.add_parser("cleanup", help="remove the proxier's rules and exit")
     _add_proxier_flags(c)
     return parser
@@ -228,9 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from refproxier import daemon
 
         if args.command == "run":
+            if not args.state_dir:
+                print("refproxier: error: run needs --state-dir (state.yaml, or with "
+                      "--kubeconfig the directory for applied/<node>)", file=sys.stderr)
+                return EXIT_USAGE
+            # an empty --kubeconfig= (the harness's placeholder without an API) is none
+            api = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
             if len(configs) > 1:
-                return int(daemon.run_dual_stack(configs, args.state_dir))
-            return int(daemon.run(config, args.state_dir))
+                return int(daemon.run_dual_stack(configs, args.state_dir, **api))
+            return int(daemon.run(config, args.state_dir, **api))
         return max(int(daemon.cleanup(c)) for c in configs)
     except ModelError as e:
         print(f"refproxier: error: {e}", file=sys.stderr)

@@ -234,8 +234,12 @@ class Daemon:
         write_applied: Callable[[str, str, int], None] = statedir.write_applied,
         clock: Callable[[], float] = time.monotonic,
         refresh_config: Callable[[ProxierConfig], ProxierConfig] | None = None,
+        source: Any = None,
     ) -> None:
         self.config = config
+        # With --kubeconfig: a refproxier.apiwatch.ApiSource replaces state.yaml as input.
+        self.source = source
+        self._source_token = 0
         self.state_dir = str(state_dir)
         self.ipt = ipt
         self.backend = backend or DefaultBackend()
@@ -273,16 +277,23 @@ class Daemon:
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def poll_state(self) -> None:
-        """Load state.yaml if it was replaced since the last look."""
-        key = self._stat_key()
-        if key is None or key == self._file_key:
-            return
-        self._file_key = key
-        try:
-            loaded = self.backend.load(self.state_dir)
-        except StateLoadError as e:
-            log.error("state not applied, keeping current rules until the next generation: %s", e)
-            return
+        """Load state.yaml if it was replaced since the last look (or, with an API source,
+        take its state if it changed)."""
+        if self.source is not None:
+            got = self.source.poll(self._source_token)
+            if got is None:
+                return
+            self._source_token, loaded = got
+        else:
+            key = self._stat_key()
+            if key is None or key == self._file_key:
+                return
+            self._file_key = key
+            try:
+                loaded = self.backend.load(self.state_dir)
+            except StateLoadError as e:
+                log.error("state not applied, keeping current rules until the next generation: %s", e)
+                return
         if loaded.generation is None:
             log.warning("state has no metadata.resourceVersion; applying it without a generation")
         log.info("state generation %s read (%d services, %d endpoint slices)", loaded.generation,
@@ -673,12 +684,43 @@ def _make_daemon(config: ProxierConfig, state_dir: str, **kw: Any) -> tuple[Daem
                   **kw), flavour
 
 
-def run(config: ProxierConfig, state_dir: str) -> int:
-    """Run the proxier until SIGTERM/SIGINT; returns the exit status (0, or 2 on refusal)."""
+def _api_source(kubeconfig: str | None, hostname: str) -> Any:
+    """The API watcher for ``--kubeconfig`` (None without one), started."""
+    if not kubeconfig:
+        return None
+    from refproxier.apiwatch import ApiSource
+
+    source = ApiSource(kubeconfig, hostname)
+    try:
+        source.start()
+    except Exception as e:  # lightkube's ConfigError, an unreadable file, bad YAML
+        raise KubeconfigError(f"--kubeconfig {kubeconfig}: {e}") from None
+    return source
+
+
+class KubeconfigError(Exception):
+    """A --kubeconfig that cannot be used; the message names it."""
+
+
+def _start_source(kubeconfig: str | None, hostname: str) -> tuple[Any, bool]:
+    """(source, ok): ok is False after printing why the kubeconfig cannot be used."""
+    try:
+        return _api_source(kubeconfig, hostname), True
+    except KubeconfigError as e:
+        print(f"refproxier: error: {e}", file=sys.stderr)
+        return None, False
+
+
+def run(config: ProxierConfig, state_dir: str, kubeconfig: str | None = None) -> int:
+    """Run the proxier until SIGTERM/SIGINT; returns the exit status (0, or 2 on refusal).
+    With ``kubeconfig`` the state comes from that API (``state_dir`` only gets the acks)."""
     _setup_logging(config.hostname)
     if _refuse_root_netns():
         return 2
-    daemon, flavour = _make_daemon(config, state_dir)
+    source, ok = _start_source(kubeconfig, config.hostname)
+    if not ok:
+        return 2
+    daemon, flavour = _make_daemon(config, state_dir, source=source)
     config = daemon.config
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -693,6 +735,8 @@ def run(config: ProxierConfig, state_dir: str) -> int:
         daemon.run_forever()
     finally:
         daemon.close()
+        if source is not None:
+            source.stop()
         for s, h in old.items():
             signal.signal(s, h)
     log.info("stopped")
@@ -741,7 +785,7 @@ class _BothFamiliesAck:
         return write
 
 
-def run_dual_stack(configs: list[ProxierConfig], state_dir: str) -> int:
+def run_dual_stack(configs: list[ProxierConfig], state_dir: str, kubeconfig: str | None = None) -> int:
     """Run one sync loop per family (``configs``, primary first) in one process, as
     kube-proxy does on a dual-stack node: each family's loop uses the ClusterIPs and
     EndpointSlices of its family and its own table (iptables/ip6tables, or the ip/ip6
@@ -752,11 +796,15 @@ def run_dual_stack(configs: list[ProxierConfig], state_dir: str) -> int:
         return 2
     ack = _BothFamiliesAck(c.ip_family for c in configs)
     load_lock = threading.Lock()
+    source, ok = _start_source(kubeconfig, configs[0].hostname)  # one watcher for both families
+    if not ok:
+        return 2
     daemons: list[Daemon] = []
     for k, config in enumerate(configs):
         hc = HealthCheckServers(6) if k == 0 else _NoHealthChecks(config.ip_family)
         daemon, flavour = _make_daemon(config, state_dir, hc=hc,
-                                       write_applied=ack.for_family(config.ip_family))
+                                       write_applied=ack.for_family(config.ip_family),
+                                       source=source)
         daemon.backend = _SerializedLoads(daemon.backend, load_lock)  # type: ignore[assignment]
         daemons.append(daemon)
         log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
@@ -784,6 +832,8 @@ def run_dual_stack(configs: list[ProxierConfig], state_dir: str) -> int:
             t.join()
         for d in daemons:
             d.close()
+        if source is not None:
+            source.stop()
         for s, h in old.items():
             signal.signal(s, h)
     log.info("stopped")

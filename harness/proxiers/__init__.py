@@ -2,7 +2,9 @@
 
 A proxier is a command started once per node inside that node's network namespace, with
 placeholders filled by the harness (see ``PLACEHOLDERS``). It reads Kubernetes objects from
-``{state_dir}`` (``servicemodel.statedir``) and may acknowledge the generation it applied.
+``{state_dir}`` (``servicemodel.statedir``), or with ``--control-plane api`` from the API
+server ``{kubeconfig}`` names (empty otherwise: write ``--flag={kubeconfig}`` so an empty
+value stays one argument), and may acknowledge the generation it applied.
 
 Adapters: ``--proxier NAME`` picks a ``ProxierSpec`` from ``BUILTIN`` or from the
 ``svc_conformance.proxiers`` entry-point group, so a proxier project can ship its own spec
@@ -114,7 +116,10 @@ class ProxierSpec:
 
 
 REFERENCE_COMMAND = (
-    "{python} -m refproxier run --state-dir {state_dir} --hostname-override {node} "
+    # --kubeconfig={kubeconfig}: the API with --control-plane api; empty (no API) otherwise,
+    # which refproxier reads as "use state.yaml" (the = form keeps the argv well formed).
+    "{python} -m refproxier run --state-dir {state_dir} --kubeconfig={kubeconfig} "
+    "--hostname-override {node} "
     "--node-ip {node_ip} --cluster-cidr {cluster_cidr} --iptables {iptables} "
     # The suite publishes many small changes; kube-proxy's 1 s rate limit only slows it.
     "--min-sync-period 0"

@@ -98,6 +98,25 @@ def test_run_and_cleanup_call_the_daemon_with_the_config(monkeypatch):
     assert calls == [("run", "n1", "/tmp/s"), ("cleanup", "n1")]
 
 
+def test_run_passes_a_kubeconfig_and_reads_an_empty_one_as_none(monkeypatch):
+    calls = []
+    fake = types.ModuleType("refproxier.daemon")
+    fake.run = lambda config, state_dir, **kw: calls.append((state_dir, kw)) or 0
+    monkeypatch.setitem(sys.modules, "refproxier.daemon", fake)
+    import refproxier
+
+    monkeypatch.setattr(refproxier, "daemon", fake, raising=False)
+    base = ["run", "--hostname-override", "n1", "--state-dir", "/tmp/s"]
+    assert cli.main([*base, "--kubeconfig", "/tmp/kc"]) == 0
+    assert cli.main([*base, "--kubeconfig="]) == 0  # {kubeconfig} empty: state.yaml
+    assert calls == [("/tmp/s", {"kubeconfig": "/tmp/kc"}), ("/tmp/s", {})]
+
+
+def test_run_without_a_state_dir_is_a_usage_error(capsys):
+    assert cli.main(["run", "--hostname-override", "n1", "--kubeconfig", "/tmp/kc"]) == cli.EXIT_USAGE
+    assert "--state-dir" in capsys.readouterr().err
+
+
 def test_python_dash_m_refproxier_renders(manifests):
     res = subprocess.run([sys.executable, "-m", "refproxier", "render", *FLAGS, str(manifests)],
                          capture_output=True, text=True, check=False)
