@@ -142,7 +142,7 @@ class ApiSource:
                 items = client.list(res, namespace=namespace, labels=labels, fields=fields)
                 listed = {_key(o): o async for o in items}
                 rv = int(items.resourceVersion)
-                self._replace(kind, listed, rv)
+                self.replace_kind(kind, listed, rv)
                 log.info("listed %d %s(s) at resourceVersion %d", len(listed), kind, rv)
                 backoff = RETRY_MIN
                 while True:
@@ -163,8 +163,8 @@ class ApiSource:
         lightkube's ``watch()`` neither asks for bookmarks nor accepts them (it decodes a
         BOOKMARK's bare object as a full one, which fails on required fields), so the
         request is prepared by lightkube and the event lines are read here; objects are
-        still decoded by lightkube."""
-        from lightkube.codecs import from_dict
+        validated by ``servicemodel.load`` (lightkube's models), like state.yaml's."""
+        from servicemodel.load import load_dict
 
         kind = res.__name__
         gc = client._client
@@ -189,20 +189,25 @@ class ApiSource:
                                       f"{obj.get('message')}")
                 rv = int(obj["metadata"]["resourceVersion"])
                 if typ == "BOOKMARK":
-                    self._event(kind, typ, None, rv)
+                    self.apply_event(kind, typ, None, rv)
                 else:
-                    self._event(kind, typ, from_dict(obj), rv)
+                    # validated as state.yaml's objects are (servicemodel.load): a ModelError
+                    # names the object and field; the informer then re-lists
+                    self.apply_event(kind, typ, load_dict(obj, source=f"watch {kind}"), rv)
         finally:
             await resp.aclose()
         return rv
 
-    def _replace(self, kind: str, objs: dict[tuple[str, str], Any], rv: int) -> None:
+    def replace_kind(self, kind: str, objs: dict[tuple[str, str], Any], rv: int) -> None:
+        """A list of ``kind`` at ``rv``: its objects replace what was known."""
         with self._lock:
             self._objects[kind] = objs
             self._rv[kind] = rv
             self._version += 1
 
-    def _event(self, kind: str, typ: str, obj: Any, rv: int) -> None:
+    def apply_event(self, kind: str, typ: str, obj: Any, rv: int) -> None:
+        """One watch event of ``kind`` (a BOOKMARK has no object): ``kind`` is current up
+        to ``rv``."""
         with self._lock:
             by_key = self._objects.setdefault(kind, {})
             if typ in ("ADDED", "MODIFIED"):

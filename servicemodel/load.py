@@ -125,6 +125,14 @@ def load_text(
     return out
 
 
+def load_dict(data: dict[str, Any], source: str = "<object>") -> KubeObject | None:
+    """One Service, EndpointSlice or Node from an already decoded object (e.g. a watch
+    event's), validated as ``load_text`` does; None for another kind."""
+    if not isinstance(data, dict):
+        raise ModelError(f"expected an object, not {type(data).__name__}", source=source)
+    return _convert(_Doc(data, 1, None), source, None)
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off for a block that builds many long-lived objects.
