@@ -3,10 +3,14 @@
 For N Services x 10 endpoints (ClusterIP, TCP; default N = 1,000 and 10,000), and each mode:
 
 * full sync: render the whole ruleset and apply it to an empty throwaway namespace
-  (``nft -f -`` replacing the kube-proxy table / ``iptables-legacy-restore --noflush``);
+  (nftables: ``refproxier.nft_exec.Nft.apply``, which commits a new table in a few
+  ``nft -f`` transactions, see below / ``iptables-legacy-restore --noflush``);
 * one-endpoint update: one endpoint of one Service changes; render the partial sync
   (nftables: in place against the previous state; iptables: only that Service's chains,
-  kube-proxy's MinimizeIPTablesRestore) and apply it on top of the full ruleset.
+  kube-proxy's MinimizeIPTablesRestore) and apply it on top of the full ruleset;
+* nftables only: a full sync in place (kube-proxy's periodic full resync: every chain
+  flushed and rewritten, maps flushed and refilled, one transaction) back to the first
+  state on top of the updated table.
 
 Render and apply times are reported separately (medians over ``--rounds``); the proxy
 state is built directly (no YAML), so this measures rule generation and the kernel
@@ -14,13 +18,18 @@ interface only. The built-in chains' jump rules are not installed for iptables (
 ``iptables -C/-I`` calls per full sync, independent of N). Every namespace is
 ``nft-test-bench-<pid>-<n>`` and is deleted at the end.
 
-Finding (kernel 6.18, nft 1.0.6): creating kube-proxy's nftables table grows
-quadratically with the number of Services (1,000: ~1 s; 10,000: ~190 s, almost all kernel
-time). The cost comes with the per-service anonymous ``numgen ... vmap { ... goto ... }``
-maps: 4,000 Services take 24 s as rendered and 2.8 s with each numgen vmap replaced by a
-plain goto, while 4,000 anonymous non-verdict sets take 1.5 s. Presumably the kernel's loop
-check for every new goto scans all verdict maps of the table. kube-proxy writes the same
-rules, so it would pay the same; partial syncs stay cheap (tens of lines).
+Finding (kernel 6.18, nft 1.0.6): the cost of kube-proxy's table is in the rules that bind
+an anonymous set, the per-service ``numgen random mod N vmap { ... }``. For each one the
+kernel walks the whole transaction so far (``__nft_set_trans_bind``) and every set of the
+table a few times (naming the new anonymous set, looking it up). Rendered as before (every
+``add chain`` first, then every rule, in one transaction), each of the 10,000 binds walked
+more than 110,000 transaction entries: 202 s at 10,000 Services. The renderer now writes
+those rules before everything that does not have to precede them, and a new table is
+committed in parts (empty chains and sets first, then the per-service rules a few thousand
+Services at a time, then the rest), so the walks are short. What is left grows with the
+number of sets in the table, which every bind also walks (about 10 s at 10,000 Services),
+and is the same for kube-proxy. A full sync in place (one transaction: it must be atomic)
+still pays for the walks, but no longer behind every flush and element.
 
 Usage: sudo .venv/bin/python benchmarks/sync_nft_vs_iptables.py [--sizes 1000,10000] [--rounds 3]
 Last line of output: one JSON object.
@@ -43,12 +52,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refproxier import iptables, nftables  # noqa: E402
+from refproxier import iptables, nft_exec, nftables  # noqa: E402
 from refproxier.config import ProxierConfig  # noqa: E402
+from refproxier.nft_exec import Nft  # noqa: E402
 from refproxier.nftables import render_nft  # noqa: E402
 from refproxier.proxystate import EndpointInfo, ProxyState, ServicePortInfo  # noqa: E402
 
 ENDPOINTS_PER_SERVICE = 10
+# The daemon gives nft 120 s; a benchmark should measure a slow apply, not fail on it.
+nft_exec._TIMEOUT = 1800.0
 _counter = itertools.count()
 CFG = ProxierConfig(hostname="node1", node_ips=("192.0.2.1",), cluster_cidrs=("10.128.0.0/9",),
                     service_cidrs=("10.96.0.0/12",), localhost_nodeports=False)
@@ -91,7 +103,17 @@ class Netns:
         sh("ip", "netns", "exec", self.name, *argv, input=input)
         return time.perf_counter() - t0
 
+    def nft(self) -> Nft:
+        """refproxier.nft_exec.Nft running nft in this namespace."""
+        wrapper = Path(f"/tmp/{self.name}-nft")
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} nft "$@"\n')
+        wrapper.chmod(0o755)
+        self.wrapper = wrapper
+        return Nft(4, str(wrapper))
+
     def close(self) -> None:
+        if getattr(self, "wrapper", None):
+            self.wrapper.unlink(missing_ok=True)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
@@ -106,15 +128,26 @@ def bench_nft(s1: ProxyState, s2: ProxyState, key: str) -> dict[str, float]:
     # as in the daemon (the previous sync's state is the same object).
     nftables._MODEL_CACHE.clear()
     ns = Netns()
+
+    def apply(nft: Nft, script: str) -> float:
+        res, t = timed(lambda: nft.apply(script))
+        if not res.ok:
+            raise RuntimeError(f"nft failed: {res.describe()[:500]}")
+        return t
+
     try:
+        nft = ns.nft()
         full, t_render = timed(lambda: render_nft(s1, CFG))
-        t_apply = ns.run("nft", "-f", "-", input=full)
+        t_apply = apply(nft, full)
         part, t_render_p = timed(lambda: render_nft(s2, CFG, changed={key}, previous=s1))
-        t_apply_p = ns.run("nft", "-f", "-", input=part)
+        t_apply_p = apply(nft, part)
+        back, t_render_b = timed(lambda: render_nft(s1, CFG, changed=None, previous=s2))
+        t_apply_b = apply(nft, back)
     finally:
         ns.close()
     return {"full_render_s": t_render, "full_apply_s": t_apply, "full_lines": full.count("\n"),
-            "update_render_s": t_render_p, "update_apply_s": t_apply_p, "update_lines": part.count("\n")}
+            "update_render_s": t_render_p, "update_apply_s": t_apply_p, "update_lines": part.count("\n"),
+            "inplace_full_render_s": t_render_b, "inplace_full_apply_s": t_apply_b}
 
 
 def bench_ipt(s1: ProxyState, s2: ProxyState, key: str) -> dict[str, float]:

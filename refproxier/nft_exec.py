@@ -44,7 +44,7 @@ from refproxier.config import ProxierConfig
 # The daemon imports this module lazily (only in nftables mode), so this is no cycle.
 from refproxier.daemon import DefaultBackend
 from refproxier.netfilter_exec import RestoreResult
-from refproxier.nftables import TABLE, cleanup_script, render_nft
+from refproxier.nftables import TABLE, cleanup_script, render_nft, split_replace_script
 
 log = logging.getLogger("refproxier.nft")
 
@@ -77,23 +77,55 @@ class Nft:
         )
 
     def apply(self, script: str) -> RestoreResult:
-        """Run ``script`` as one atomic transaction (``nft -f -``)."""
+        """Run ``script`` as one atomic transaction (``nft -f -``).
+
+        A script that replaces the whole table is committed in parts when the table does
+        not exist yet (:func:`refproxier.nftables.split_replace_script`): first the empty
+        table with its chains and sets, then the per-service rules a few thousand
+        Services at a time, then the base chains' rules and the maps' elements. Nothing is
+        replaced then and no packet sees a half-built table; it is much cheaper for the
+        kernel at 10,000 Services. A failed part leaves an inert table (no base chain
+        jumps anywhere) and the daemon's retry replaces it in one transaction. If the table exists (``nft list tables``; should it
+        appear in between, the skeleton's ``create table`` fails without changing
+        anything), the script runs as one transaction, replacing the table atomically."""
         if not script:
             return RestoreResult(True, 0, "")
+        parts = split_replace_script(script)
+        if parts is not None and not self.table_exists():
+            (skeleton, _), *rest = parts
+            first = self._nft_f(skeleton)
+            if isinstance(first, subprocess.CompletedProcess) and first.returncode == 0:
+                res = RestoreResult(True, 0, "")
+                for text, offset in rest:
+                    res = self._result(self._nft_f(text), text, offset)
+                    if not res.ok:
+                        break
+                return res
+        return self._result(self._nft_f(script), script, 0)
+
+    def _nft_f(self, script: str) -> subprocess.CompletedProcess[str] | RestoreResult:
         try:
-            p = self._run(["-f", "-"], script)
+            return self._run(["-f", "-"], script)
         except (OSError, subprocess.TimeoutExpired) as e:
             return RestoreResult(False, -1, f"{self.binary}: {e}")
+
+    @staticmethod
+    def _result(p: subprocess.CompletedProcess[str] | RestoreResult, script: str, offset: int) -> RestoreResult:
+        if isinstance(p, RestoreResult):
+            return p
         if p.returncode == 0:
             return RestoreResult(True, 0, p.stderr)
         n, text = failing_line(p.stderr, script)
-        return RestoreResult(False, p.returncode, p.stderr, n, text)
+        return RestoreResult(False, p.returncode, p.stderr, None if n is None else n + offset, text)
 
     def table_exists(self) -> bool:
+        # "list tables", not "list table -t": the latter dumps every chain and rule, which
+        # takes seconds at 10,000 Services, and the daemon asks at every canary check.
         try:
-            return self._run(["list", "table", self.nft_family, TABLE, "-t"]).returncode == 0
+            p = self._run(["list", "tables", self.nft_family])
         except (OSError, subprocess.TimeoutExpired):
             return False
+        return p.returncode == 0 and f"table {self.nft_family} {TABLE}" in p.stdout.splitlines()
 
     def list_table(self) -> str:
         p = self._run(["list", "table", self.nft_family, TABLE])

@@ -106,7 +106,9 @@ class Table:
         w = line.split(" ", 4)
         verb, kind = w[0], w[1]
         if kind == "table":
-            if verb == "add":
+            if verb == "create" and self.exists:
+                raise NftError(f"table exists: {line}")
+            if verb in ("add", "create"):
                 self.exists = True
             elif verb == "delete":
                 if not self.exists:
