@@ -441,11 +441,12 @@ def _split_group_version(segs: list[str]) -> tuple[str | None, list[str]]:
 
 
 _VERBS = ["get", "list", "watch"]
+_SHORT_NAMES = {"services": ["svc"], "nodes": ["no"]}  # kubectl resolves "svc" through these
 
 
 def _resource_list(gv: str) -> Response:
     resources = [{"name": plural, "singularName": kind.lower(), "namespaced": ns, "kind": kind,
-                  "verbs": _VERBS}
+                  "verbs": _VERBS, **({"shortNames": _SHORT_NAMES[plural]} if plural in _SHORT_NAMES else {})}
                  for (g, plural), (kind, _, ns) in RESOURCES.items() if g == gv]
     if (gv, "events") in EVENT_RESOURCES:
         resources.append({"name": "events", "singularName": "event", "namespaced": True,
@@ -479,7 +480,10 @@ def _make_handler(state: ApiState) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)  # bodies (events) are dropped
-            resp = state.handle(self.command, self.path)
+            try:
+                resp = state.handle(self.command, self.path)
+            except Exception as e:  # noqa: BLE001 - a bug here must still answer with a Status
+                resp = Response(500, status_body(500, f"internal error: {type(e).__name__}: {e}"))
             if resp.stream is None:
                 if isinstance(resp.body, str):
                     data, ctype = resp.body.encode(), "text/plain; charset=utf-8"

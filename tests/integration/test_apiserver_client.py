@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -118,3 +119,24 @@ def test_lightkube_lists_and_watches_in_order(api: tuple) -> None:
     events = [json.loads(line) for line in out.splitlines()]
     assert events == [["ADDED", "b", str(g_add), 81], ["MODIFIED", "b", str(g_mod), 82],
                       ["DELETED", "b", str(g_del), 82]], err
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_gets_services_and_nodes(api: tuple) -> None:
+    topo, cp = api
+    cp.put(model.node_object("node1", ["192.0.2.11"]), svc("a", 80),
+           svc("h", 81) | {"metadata": {"name": "h", "namespace": "ns1",
+                                        "labels": {"service.kubernetes.io/headless": ""}}})
+    cp.publish()
+
+    def kubectl(*args: str) -> dict:
+        r = subprocess.run(["ip", "netns", "exec", topo.nodes["node1"].netns, "kubectl",
+                            f"--kubeconfig={cp.kubeconfig}", "--request-timeout=10s", *args,
+                            "-o", "json"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert [i["metadata"]["name"] for i in kubectl("get", "svc", "-A")["items"]] == ["a", "h"]
+    selected = kubectl("get", "services", "-A", "-l", "!service.kubernetes.io/headless")
+    assert [i["metadata"]["name"] for i in selected["items"]] == ["a"]
+    assert kubectl("get", "nodes", "node1")["metadata"]["name"] == "node1"
