@@ -12,6 +12,9 @@ Layout of ``{state_dir}``:
     Also replaced atomically. Optional: a proxier that never writes it is waited for by
     probing instead. A process proxying several IP families (dual-stack, e.g. ``refproxier
     run --ip-family 4,6``) writes a generation only once every family has applied it.
+    With the harness's API control plane (``--control-plane api``) no ``state.yaml`` is
+    written and the generation is the API's resourceVersion the proxier has applied
+    (``harness/controlplane/apiserver.py``).
 """
 
 from __future__ import annotations
