@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,8 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from harness.controlplane.statedir import SyncTimeout, object_key
-from servicemodel import statedir
+from harness.controlplane.statedir import ObjectStore
 
 API_PORT = 6443
 HISTORY_LIMIT = 20000  # watch events kept for watches resuming from a resourceVersion
@@ -543,7 +542,7 @@ def server_url(address: str, port: int = API_PORT) -> str:
 
 
 @dataclass
-class ApiControlPlane:
+class ApiControlPlane(ObjectStore):
     """The Kubernetes-API control plane: same interface as ``StateDirControlPlane``.
 
     ``start`` binds the server inside ``netns`` (the topology's lan namespace) on
@@ -594,52 +593,18 @@ class ApiControlPlane:
             self._server.server_close()
             self._server = None
 
-    def objects(self) -> list[dict[str, Any]]:
-        order = {"Node": 0, "Service": 1, "EndpointSlice": 2}
-        return sorted(self._objects.values(), key=lambda o: (order.get(o["kind"], 9), object_key(o)))
-
-    def put(self, *objs: dict[str, Any]) -> None:
-        for obj in objs:
-            self._objects[object_key(obj)] = obj
-
-    def remove(self, kind: str, namespace: str, name: str) -> None:
-        self._objects.pop((kind, namespace, name), None)
-
-    def remove_where(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
-        for key in [k for k, o in self._objects.items() if predicate(o)]:
-            del self._objects[key]
-
     def publish(self) -> int:
         served = {k: copy.deepcopy(o) for k, o in self._objects.items() if k[0] in SERVED_KINDS}
         gen = self.state.apply(served)
         self.published_at[gen] = time.monotonic()
         return gen
 
-    def applied(self, node: str) -> int | None:
-        return statedir.read_applied(self.state_dir, node)
-
-    def wait_applied(self, generation: int, nodes: Iterable[str], timeout: float,
-                     check_alive: Callable[[], None] = lambda: None) -> float:
-        """Block until every node reports ``generation`` (a resourceVersion); returns seconds."""
-        nodes = list(nodes)
-        start = time.monotonic()
-        deadline = start + timeout
-        delay = 0.002
-        while True:
-            behind = [n for n in nodes if (self.applied(n) or 0) < generation]
-            if not behind:
-                return time.monotonic() - start
-            check_alive()
-            if time.monotonic() > deadline:
-                seen = {n: self.applied(n) for n in behind}
-                raise SyncTimeout(
-                    f"resourceVersion {generation} was not applied within {timeout:.1f}s by "
-                    f"node(s) {', '.join(behind)} (last applied: {seen}) with --control-plane "
-                    f"api: the proxier must list and watch Services, EndpointSlices and Nodes "
-                    f"from the API server {self.url} (kubeconfig {self.kubeconfig}; no "
-                    f"state.yaml is written) and write the resourceVersion it applied to "
-                    f"{self.state_dir}/applied/<node>. Check that its command uses "
-                    "{kubeconfig}, its log, or raise --timeout-scale."
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    def _not_applied(self, generation: int, behind: list[str], seen: dict[str, int | None],
+                     timeout: float) -> str:
+        return (f"resourceVersion {generation} was not applied within {timeout:.1f}s by "
+                f"node(s) {', '.join(behind)} (last applied: {seen}) with --control-plane "
+                f"api: the proxier must list and watch Services, EndpointSlices and Nodes "
+                f"from the API server {self.url} (kubeconfig {self.kubeconfig}; no "
+                f"state.yaml is written) and write the resourceVersion it applied to "
+                f"{self.state_dir}/applied/<node>. Check that its command uses "
+                "{kubeconfig}, its log, or raise --timeout-scale.")

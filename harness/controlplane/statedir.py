@@ -19,19 +19,14 @@ class SyncTimeout(TimeoutError):
     """A proxier did not acknowledge a generation in time."""
 
 
-class StateDirControlPlane:
-    """Holds the cluster's Services, EndpointSlices and Nodes; each change is a generation.
+class ObjectStore:
+    """What every control plane shares: the objects to publish, keyed by (kind, namespace,
+    name), and waiting for the nodes' acknowledgements (``applied/<node>`` in the state
+    directory). Subclasses set ``self._objects`` and ``self.state_dir`` and say in
+    ``_not_applied`` what a proxier that never acknowledges should check."""
 
-    ``publish`` writes the whole state atomically; ``wait_applied`` waits for every node's
-    acknowledgement (``applied/<node>``), checking the proxiers are still alive.
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.generation = 0
-        self.published_at: dict[int, float] = {}
+    _objects: dict[tuple[str, str, str], dict[str, Any]]
+    state_dir: Path
 
     def objects(self) -> list[dict[str, Any]]:
         order = {"Node": 0, "Service": 1, "EndpointSlice": 2}
@@ -47,12 +42,6 @@ class StateDirControlPlane:
     def remove_where(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
         for key in [k for k, o in self._objects.items() if predicate(o)]:
             del self._objects[key]
-
-    def publish(self) -> int:
-        self.generation += 1
-        statedir.write_state(self.state_dir, self.objects(), self.generation)
-        self.published_at[self.generation] = time.monotonic()
-        return self.generation
 
     def applied(self, node: str) -> int | None:
         return statedir.read_applied(self.state_dir, node)
@@ -71,11 +60,38 @@ class StateDirControlPlane:
             check_alive()
             if time.monotonic() > deadline:
                 seen = {n: self.applied(n) for n in behind}
-                raise SyncTimeout(
-                    f"generation {generation} was not applied within {timeout:.1f}s by "
-                    f"node(s) {', '.join(behind)} (last applied: {seen}); state file: "
-                    f"{statedir.state_path(self.state_dir)}. Check the proxier log, or raise "
-                    "--timeout-scale if the machine is slow."
-                )
+                raise SyncTimeout(self._not_applied(generation, behind, seen, timeout))
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _not_applied(self, generation: int, behind: list[str], seen: dict[str, int | None],
+                     timeout: float) -> str:
+        raise NotImplementedError
+
+
+class StateDirControlPlane(ObjectStore):
+    """Holds the cluster's Services, EndpointSlices and Nodes; each change is a generation.
+
+    ``publish`` writes the whole state atomically; ``wait_applied`` waits for every node's
+    acknowledgement (``applied/<node>``), checking the proxiers are still alive.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.generation = 0
+        self.published_at: dict[int, float] = {}
+
+    def publish(self) -> int:
+        self.generation += 1
+        statedir.write_state(self.state_dir, self.objects(), self.generation)
+        self.published_at[self.generation] = time.monotonic()
+        return self.generation
+
+    def _not_applied(self, generation: int, behind: list[str], seen: dict[str, int | None],
+                     timeout: float) -> str:
+        return (f"generation {generation} was not applied within {timeout:.1f}s by "
+                f"node(s) {', '.join(behind)} (last applied: {seen}); state file: "
+                f"{statedir.state_path(self.state_dir)}. Check the proxier log, or raise "
+                "--timeout-scale if the machine is slow.")
