@@ -426,7 +426,10 @@ def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
         "iptables_nft": _version(["iptables-nft", "--version"]),
         "nft": _version(["nft", "--version"]),
         "conntrack": _version(["conntrack", "--version"]),
-        "iptables_flavour": config.getoption("iptables", None),
+        # a proxier writing native nftables uses no iptables flavour: none is claimed
+        "iptables_flavour": (config.getoption("iptables", None)
+                             if getattr(spec, "netfilter", "iptables") == "iptables" else None),
+        "netfilter": getattr(spec, "netfilter", None),
         "proxier": spec.name if spec else None,
         "proxier_command": spec.command if spec else None,
         "proxier_version": spec.version if spec else None,

@@ -82,6 +82,9 @@ class ProxierSpec:
     description: str = ""
     #: what the proxier says it is (reports print it next to the command)
     version: str | None = None
+    #: "iptables" (the ``--iptables`` flavour applies) or "nftables" (native nft tables;
+    #: the flavour does not apply and reports do not claim one)
+    netfilter: str = "iptables"
 
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - set(CAPABILITIES)
@@ -156,6 +159,7 @@ def reference_nft() -> ProxierSpec:
         capabilities=KUBE_PROXY_NFTABLES_CAPABILITIES,
         description="refproxier, kube-proxy nftables mode",
         version=_refproxier_version(),
+        netfilter="nftables",
     )
 
 

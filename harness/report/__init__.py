@@ -238,14 +238,18 @@ def render_html_file(report_json: str | Path, out: str | Path) -> Path:
 # --- compatibility matrix --------------------------------------------------------------------
 
 def run_label(report: dict[str, Any]) -> str:
-    """proxier + iptables flavour (+ IP family) + kernel, e.g.
-    ``reference / iptables-nft / IPv6 / 6.1.0-18`` (reports from before the family was
-    recorded have no family part)."""
+    """proxier + iptables flavour or nftables (+ IP family, + API control plane) + kernel,
+    e.g. ``reference / iptables-nft / IPv6 / 6.1.0-18`` or ``reference-nft / nftables / IPv4
+    / API / 6.1.0-18`` (older reports lack the parts they did not record)."""
     env = report.get("environment") or {}
     flavour = env.get("iptables_flavour")
-    parts = [str(env.get("proxier") or "?"), f"iptables-{flavour}" if flavour else "iptables-?"]
+    rules = ("nftables" if env.get("netfilter") == "nftables"
+             else f"iptables-{flavour}" if flavour else "iptables-?")
+    parts = [str(env.get("proxier") or "?"), rules]
     if env.get("ip_family"):
         parts.append({"ipv4": "IPv4", "ipv6": "IPv6"}.get(env["ip_family"], env["ip_family"]))
+    if env.get("control_plane") == "api":
+        parts.append("API")
     return " / ".join([*parts, str(env.get("kernel") or "?")])
 
 

@@ -31,3 +31,9 @@ def test_unknown_proxier_and_placeholder_say_what_to_do() -> None:
         resolve("nope", None, None)
     with pytest.raises(ProxierConfigError, match="unknown placeholders"):
         resolve(None, "myproxy {nodename}", None)
+
+
+def test_nftables_mode_claims_no_iptables_flavour() -> None:
+    assert resolve("reference-nft", None, None).netfilter == "nftables"
+    assert resolve("reference", None, None).netfilter == "iptables"
+    assert resolve(None, "myproxy", None).netfilter == "iptables"

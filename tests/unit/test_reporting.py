@@ -291,6 +291,9 @@ def test_aggregate_and_label() -> None:
     assert run_label({}) == "? / iptables-? / ?"
     env = {"proxier": "reference", "iptables_flavour": "nft", "ip_family": "ipv6", "kernel": "6.1"}
     assert run_label({"environment": env}) == "reference / iptables-nft / IPv6 / 6.1"
+    nft = {**env, "proxier": "reference-nft", "iptables_flavour": None, "netfilter": "nftables",
+           "ip_family": "ipv4", "control_plane": "api"}
+    assert run_label({"environment": nft}) == "reference-nft / nftables / IPv4 / API / 6.1"
 
 
 # --- known gaps ----------------------------------------------------------------------------
