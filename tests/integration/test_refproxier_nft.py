@@ -312,3 +312,27 @@ def test_incremental_syncs_on_real_nft_give_the_full_table(netns, tmp_path: Path
             assert res.ok, res.describe()
             ns(fresh, "nft", "-f", "-", input=render_nft(cur, SYNC_CFG))
             assert _sorted_listing(node) == _sorted_listing(fresh), (mode, states.index(cur))
+
+
+def test_table_exists_follows_the_table_and_is_asked_once_per_canary_round(netns, tmp_path: Path):
+    """The daemon's canary for nftables: the table is seen after a sync and missed after
+    ``nft flush ruleset``; of the three canary tables only one question reaches nft."""
+    from refproxier.nft_exec import NftOps, _Applied
+    from tests.unit.refproxier.builders import proxy_state
+    from tests.unit.refproxier.test_overall_rules import overall_objects
+    from tests.unit.refproxier_nft.builders import nft_config
+
+    node = netns()
+    nft = _nft_in(tmp_path, node)
+    assert not nft.table_exists()
+    cfg = nft_config()
+    assert nft.apply(render_nft(proxy_state(*overall_objects(), config=cfg), cfg)).ok
+    assert nft.table_exists()
+    asked: list[str] = []
+    real = nft.table_exists
+    nft.table_exists = lambda: asked.append("?") or real()  # type: ignore[method-assign]
+    ops = NftOps(nft, _Applied())
+    assert all(ops.chain_exists(t, "KUBE-PROXY-CANARY") for t in ("mangle", "nat", "filter"))
+    assert asked == ["?"]
+    ns(node, "nft", "flush", "ruleset")
+    assert not ops.chain_exists("nat", "KUBE-PROXY-CANARY")

@@ -96,9 +96,8 @@ class _FakeRun:
         self.exists, self.fail, self.calls = exists, fail or {}, []
 
     def __call__(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        if args[:2] == ["list", "tables"]:
-            out = "table ip kube-proxy\n" if self.exists else ""
-            return subprocess.CompletedProcess(args, 0, out, "")
+        if args[:2] == ["list", "set"]:  # Nft.table_exists
+            return subprocess.CompletedProcess(args, 0 if self.exists else 1, "", "")
         self.calls.append(stdin or "")
         err = self.fail.get(len(self.calls) - 1)
         return subprocess.CompletedProcess(args, 1 if err else 0, "", err or "")
