@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refproxier import iptables, nft_exec, nftables  # noqa: E402
 from refproxier.config import ProxierConfig  # noqa: E402
+from refproxier.memo import PortMemo  # noqa: E402
 from refproxier.nft_exec import Nft  # noqa: E402
 from refproxier.nftables import render_nft  # noqa: E402
 from refproxier.proxystate import EndpointInfo, ProxyState, ServicePortInfo  # noqa: E402
@@ -137,11 +138,12 @@ def bench_nft(s1: ProxyState, s2: ProxyState, key: str) -> dict[str, float]:
 
     try:
         nft = ns.nft()
-        full, t_render = timed(lambda: render_nft(s1, CFG))
+        memo: PortMemo = PortMemo()  # the daemon's: ports equal to the last sync's are reused
+        full, t_render = timed(lambda: render_nft(s1, CFG, memo=memo))
         t_apply = apply(nft, full)
-        part, t_render_p = timed(lambda: render_nft(s2, CFG, changed={key}, previous=s1))
+        part, t_render_p = timed(lambda: render_nft(s2, CFG, changed={key}, previous=s1, memo=memo))
         t_apply_p = apply(nft, part)
-        back, t_render_b = timed(lambda: render_nft(s1, CFG, changed=None, previous=s2))
+        back, t_render_b = timed(lambda: render_nft(s1, CFG, changed=None, previous=s2, memo=memo))
         t_apply_b = apply(nft, back)
     finally:
         ns.close()
@@ -154,13 +156,15 @@ def bench_ipt(s1: ProxyState, s2: ProxyState, key: str) -> dict[str, float]:
     ns = Netns()
     restore = ["iptables-legacy-restore", "-w", "--noflush", "--counters"]
     try:
-        full, t_render = timed(lambda: iptables.render(s1, CFG))
+        memo: PortMemo = PortMemo()
+        full, t_render = timed(lambda: iptables.render(s1, CFG, memo=memo))
         t_apply = ns.run(*restore, input=full)
         chains = frozenset(
             line.split()[0][1:] for line in sh("ip", "netns", "exec", ns.name, "iptables-legacy-save", "-t", "nat")
             .stdout.splitlines() if line.startswith(":")
         )
-        part, t_render_p = timed(lambda: iptables.render(s2, CFG, changed={key}, existing_nat_chains=chains))
+        part, t_render_p = timed(lambda: iptables.render(s2, CFG, changed={key}, existing_nat_chains=chains,
+                                                          memo=memo))
         t_apply_p = ns.run(*restore, input=part)
     finally:
         ns.close()

@@ -82,6 +82,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from refproxier.config import ProxierConfig
+from refproxier.memo import PortMemo, module_functions
 from refproxier.proxystate import EndpointInfo, ProxyState, ServicePortInfo
 from servicemodel.load import gc_paused
 
@@ -567,14 +568,17 @@ def render(
     *,
     changed: set[str] | None = None,
     existing_nat_chains: frozenset[str] = frozenset(),
+    memo: PortMemo | None = None,
 ) -> str:
-    """The ``iptables-restore --noflush`` input for one sync (see module docstring)."""
+    """The ``iptables-restore --noflush`` input for one sync (see module docstring).
+    ``memo`` (the daemon's) lets ports equal to the last sync's reuse their rules."""
     with gc_paused():
-        return _render(proxy_state, config, changed, existing_nat_chains)
+        return _render(proxy_state, config, changed, existing_nat_chains, memo)
 
 
 def _render(
-    proxy_state: ProxyState, config: ProxierConfig, changed: set[str] | None, existing_nat_chains: frozenset[str]
+    proxy_state: ProxyState, config: ProxierConfig, changed: set[str] | None, existing_nat_chains: frozenset[str],
+    memo: PortMemo | None = None,
 ) -> str:
     m = _mod()
     ctx = RenderContext(config, proxy_state.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD)
@@ -589,8 +593,13 @@ def _render(
         filter_rules += m.localnet_firewall_rules(ctx)
 
     active: set[str] = set()
-    for sp in proxy_state.service_ports:
-        spr = m.service_port_rules(ctx, sp)
+    ports = proxy_state.service_ports
+    if memo is None:
+        per_port = [m.service_port_rules(ctx, sp) for sp in ports]
+    else:
+        settings = (config, ctx.large_cluster_mode, module_functions(m))
+        per_port = memo.results(settings, ports, lambda sp: m.service_port_rules(ctx, sp))
+    for sp, spr in zip(ports, per_port, strict=True):
         filter_rules += spr.filter_rules
         active.update(spr.chains)
         write_chains = changed is None or sp.service_key in changed

@@ -43,6 +43,7 @@ from refproxier.config import ProxierConfig
 
 # The daemon imports this module lazily (only in nftables mode), so this is no cycle.
 from refproxier.daemon import DefaultBackend
+from refproxier.memo import PortMemo
 from refproxier.netfilter_exec import RestoreResult
 from refproxier.nftables import CLUSTER_IPS, TABLE, cleanup_script, render_nft, split_replace_script
 
@@ -187,13 +188,14 @@ class NftBackend(DefaultBackend):
 
     def __init__(self, applied: _Applied) -> None:
         self._applied = applied
+        self._memo: PortMemo = PortMemo()
 
     def render(
         self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,
         existing_nat_chains: frozenset[str] = frozenset(),
     ) -> str:
         self._applied.pending = proxy_state
-        return render_nft(proxy_state, config, changed=changed, previous=self._applied.state)
+        return render_nft(proxy_state, config, changed=changed, previous=self._applied.state, memo=self._memo)
 
     def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]:
         return []

@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from refproxier.config import ProxierConfig
+from refproxier.memo import PortMemo, module_functions
 from refproxier.proxystate import EndpointInfo, ProxyState, ServicePortInfo
 
 TABLE = "kube-proxy"
@@ -546,19 +547,19 @@ _FAULT_POINTS = (
 _MODEL_CACHE: list[tuple[ProxyState, ProxierConfig, tuple[object, ...], Model]] = []
 
 
-def build_model(proxy_state: ProxyState, config: ProxierConfig) -> Model:
+def build_model(proxy_state: ProxyState, config: ProxierConfig, memo: PortMemo | None = None) -> Model:
     m = _mod()
     points = tuple(getattr(m, n) for n in _FAULT_POINTS)
     for st, cfg, pts, model in _MODEL_CACHE:
         if st is proxy_state and cfg == config and pts == points:
             return model
-    model = _build_model(proxy_state, config)
+    model = _build_model(proxy_state, config, memo)
     _MODEL_CACHE.append((proxy_state, config, points, model))
     del _MODEL_CACHE[:-2]
     return model
 
 
-def _build_model(proxy_state: ProxyState, config: ProxierConfig) -> Model:
+def _build_model(proxy_state: ProxyState, config: ProxierConfig, memo: PortMemo | None) -> Model:
     m = _mod()
     ctx = RenderContext(config)
     a = ctx.addr_type
@@ -602,8 +603,12 @@ def _build_model(proxy_state: ProxyState, config: ProxierConfig) -> Model:
     chain_service: dict[str, str] = {}
     affinity: dict[str, str] = {}
     affinity_service: dict[str, str] = {}
-    for sp in proxy_state.service_ports:
-        obj = m.service_port_objects(ctx, sp)
+    ports = proxy_state.service_ports
+    if memo is None:
+        objects = [m.service_port_objects(ctx, sp) for sp in ports]
+    else:
+        objects = memo.results((config, module_functions(m)), ports, lambda sp: m.service_port_objects(ctx, sp))
+    for sp, obj in zip(ports, objects, strict=True):
         for chain, rules in obj.chains.items():
             service_chains[chain] = rules
             chain_service[chain] = sp.service_key
@@ -659,16 +664,18 @@ def render_nft(
     *,
     changed: set[str] | None = None,
     previous: ProxyState | None = None,
+    memo: PortMemo | None = None,
 ) -> str:
-    """The ``nft -f`` script for one sync (see module docstring).
+    """The ``nft -f`` script for one sync (see module docstring). ``memo`` (the
+    daemon's) lets ports equal to the last sync's reuse their objects.
 
     Commands are ordered for the kernel's sake (see :func:`_bind_order`): declarations
     first, then the rules of the per-service chains that bind anonymous sets, then
     endpoint chains, then the dispatch maps' elements and the top-level rules."""
     fam = "ip6" if config.is_ipv6 else "ip"
     t = f"{fam} {TABLE}"
-    cur = build_model(proxy_state, config)
     prev = build_model(previous, config) if previous is not None else None
+    cur = build_model(proxy_state, config, memo)
     table_line = f'add table {t} {{ comment "{TABLE_COMMENT}" ; }}'
     out: list[str] = [table_line]
 
