@@ -10,6 +10,8 @@ lists (IPv4 first) for ``{node_ip}``, ``{cluster_cidr}`` and ``{service_cidr}``.
 
 import pytest
 
+from harness.plugin import scoped_cluster
+from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 from harness.traffic.probe import probe
 from harness.verdicts import reached_only
 
@@ -19,28 +21,15 @@ FAMILIES = ("IPv4", "IPv6")
 DS_REF = "https://kubernetes.io/docs/concepts/services-networking/dual-stack/"
 
 
-@pytest.fixture(scope="module")
-def cluster_ds_env(pytestconfig, cluster_env_for):
-    """A dual-stack cluster (module): two nodes, one client, the proxier on each."""
-    from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
-
-    spec = TopologySpec(
+# A dual-stack cluster: two nodes, one client, the proxier on each.
+cluster_ds_env, cluster_ds = scoped_cluster(
+    TopologySpec(
         nodes=[NodeSpec(name="node1"), NodeSpec(name="node2")],
         clients=[ClientSpec(name="client1")],
-        pod_network=pytestconfig.getoption("pod_network"),
         families=FAMILIES,  # IPv6 ranges: the ULA defaults of TopologySpec's *_v6 fields
-    )
-    with cluster_env_for(spec, "cluster-ds") as env:
-        yield env
-
-
-@pytest.fixture
-def cluster_ds(cluster_ds_env):
-    from harness.cluster import ClusterScope
-
-    scope = ClusterScope(cluster_ds_env)
-    yield scope
-    scope.close()
+    ),
+    "cluster_ds",
+)
 
 
 @pytest.mark.behavior(

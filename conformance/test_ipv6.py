@@ -12,6 +12,8 @@ import pytest
 
 from harness.model import EndpointSpec, PortSpec
 from harness.netfilter import entries_text, wait_no_stale_udp
+from harness.plugin import scoped_cluster
+from harness.topology.spec import IPV6_PLAN, ClientSpec, NodeSpec, TopologySpec
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only, refused
 
@@ -20,28 +22,15 @@ pytestmark = [pytest.mark.ipv6, pytest.mark.requires("ipv6")]
 SPORT = 41066
 
 
-@pytest.fixture(scope="module")
-def cluster6_env(pytestconfig, cluster_env_for):
-    """An IPv6 single-stack cluster (module): two nodes, one client, the proxier on each."""
-    from harness.topology.spec import IPV6_PLAN, ClientSpec, NodeSpec, TopologySpec
-
-    spec = TopologySpec(
+# An IPv6 single-stack cluster: two nodes, one client, the proxier on each.
+cluster6_env, cluster6 = scoped_cluster(
+    TopologySpec(
         **IPV6_PLAN,
         nodes=[NodeSpec(name="node1"), NodeSpec(name="node2")],
         clients=[ClientSpec(name="client1")],
-        pod_network=pytestconfig.getoption("pod_network"),
-    )
-    with cluster_env_for(spec, "cluster6") as env:
-        yield env
-
-
-@pytest.fixture
-def cluster6(cluster6_env):
-    from harness.cluster import ClusterScope
-
-    scope = ClusterScope(cluster6_env)
-    yield scope
-    scope.close()
+    ),
+    "cluster6",
+)
 
 
 def v6_service(cluster, pods, ports):

@@ -13,10 +13,15 @@ Every flow here starts in a pod on the other node than the endpoints, so its con
 entry is visible as a reply from a pod that is no longer an endpoint.
 """
 
+from __future__ import annotations
+
 import pytest
 
+from harness.cluster import ServiceHandle
 from harness.model import PortSpec
 from harness.netfilter import conntrack_entries, entries_text, wait_no_stale_udp
+from harness.timing import Timing
+from harness.topology.netns import Host, Node, Pod
 from harness.traffic.probe import Outcome, probe
 from harness.verdicts import reached_only, refused
 
@@ -37,6 +42,30 @@ def wait_no_stale(timing, node, svc, port, serving_ips):
                              orig_dst=svc.cluster_ip, orig_dport=port)
 
 
+def assert_flow_reaches(timing: Timing, svc: ServiceHandle, kept: Pod, src: Host, node: Node,
+                        story: str, *, node_port: int | None = None) -> None:
+    """Make ``kept`` the only endpoint of ``svc``, give the proxier its bounded wait to delete
+    the flow's stale UDP entries on ``node`` (where its DNAT lives), and assert that the flow
+    ``src``:SPORT -> ClusterIP:80 (or ``node``:``node_port``) now reaches only ``kept``.
+    ``story`` opens the failure message: where the flow went before and why it must move."""
+    svc.set_endpoints([kept])
+    if node_port is None:
+        dst, port = svc.cluster_ip, 80
+        left = wait_no_stale(timing, node, svc, port, {kept.ip})
+    else:
+        # Matched by port alone: the flow's entries on whichever node address it used.
+        dst, port = node.ip, node_port
+        left = wait_no_stale_udp(timing, node.netns, {kept.ip}, f"NodePort {port}",
+                                 orig_dport=port)
+    after = probe(src, dst, port, "udp", sport=SPORT, count=3)
+    v = reached_only(after, {kept.name})
+    assert v.passed and not left, (
+        f"{story}\n{v.explain()}\nstale conntrack entries on {node.name} (reply source not a "
+        f"serving endpoint) {timing.positive_s:.1f}s after the proxier acknowledged:\n"
+        f"{entries_text(left)}"
+    )
+
+
 @pytest.mark.behavior(
     "service/udp/conntrack/flow-follows-endpoint-removal",
     must="A UDP flow (fixed source port) whose endpoint is removed MUST reach a remaining "
@@ -55,16 +84,10 @@ def test_udp_flow_moves_off_a_removed_endpoint(cluster, timing):
     removed = next(p for p in pods if p.name == first.pod)
     kept = next(p for p in pods if p.name != first.pod)
 
-    svc.set_endpoints([kept])
-    left = wait_no_stale(timing, node, svc, 80, {kept.ip})
-    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
-
-    v = reached_only(after, {kept.name})
-    assert v.passed and not left, (
+    assert_flow_reaches(
+        timing, svc, kept, src, node,
         f"flow {src.ip}:{SPORT} reached {removed.name} ({removed.ip}) first; after it was "
-        f"removed from the endpoints the flow must reach {kept.name}.\n{v.explain()}\n"
-        f"stale conntrack entries on {node.name} (reply source not a serving endpoint) "
-        f"{timing.positive_s:.1f}s after the proxier acknowledged:\n{entries_text(left)}"
+        f"removed from the endpoints the flow must reach {kept.name}.",
     )
 
 
@@ -95,13 +118,10 @@ def test_udp_flow_stops_black_holing_when_endpoints_appear(cluster, timing, reco
     assert v.passed, "with the Service published and no endpoints:\n" + v.explain()
 
     pod = cluster.add_pod(cluster.nodes[0])
-    svc.set_endpoints([pod])
-    left = wait_no_stale(timing, node, svc, 80, {pod.ip})
-    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
-    v = reached_only(after, {pod.name})
-    assert v.passed and not left, (
+    assert_flow_reaches(
+        timing, svc, pod, src, node,
         f"after the Service got endpoint {pod.name} ({pod.ip}), flow {src.ip}:{SPORT} must "
-        f"reach it.\n{v.explain()}\nstale entries on {node.name}:\n{entries_text(left)}"
+        "reach it.",
     )
 
 
@@ -137,14 +157,10 @@ def test_udp_service_scaled_to_zero_and_back(cluster, timing, record_property):
     )
 
     new = cluster.add_pod(cluster.nodes[0])
-    svc.set_endpoints([new])
-    left = wait_no_stale(timing, node, svc, 80, {new.ip})
-    after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
-    v = reached_only(after, {new.name})
-    assert v.passed and not left, (
+    assert_flow_reaches(
+        timing, svc, new, src, node,
         f"flow {src.ip}:{SPORT} reached {old.name} before the scale to zero ({at_zero} at "
-        f"zero); with {new.name} the only endpoint it must reach {new.name}.\n{v.explain()}\n"
-        f"stale entries on {node.name}:\n{entries_text(left)}"
+        f"zero); with {new.name} the only endpoint it must reach {new.name}.",
     )
 
 
@@ -186,15 +202,11 @@ def test_udp_nodeport_flow_moves_off_a_removed_endpoint(cluster, timing):
     (first,) = probe(client, node.ip, np_, "udp", sport=SPORT)
     assert first.outcome is Outcome.REPLY, f"the flow never started: {first}"
     kept = next(p for p in pods if p.name != first.pod)
-    svc.set_endpoints([kept])
-
-    left = wait_no_stale_udp(timing, node.netns, {kept.ip}, f"NodePort {np_}", orig_dport=np_)
-    after = probe(client, node.ip, np_, "udp", sport=SPORT, count=3)
-    v = reached_only(after, {kept.name})
-    assert v.passed and not left, (
+    assert_flow_reaches(
+        timing, svc, kept, client, node,
         f"flow {client.ip}:{SPORT} -> {node.ip}:{np_} reached {first.pod} first; after it was "
-        f"removed the flow must reach {kept.name}.\n{v.explain()}\nstale entries on "
-        f"{node.name}:\n{entries_text(left)}"
+        f"removed the flow must reach {kept.name}.",
+        node_port=np_,
     )
 
 

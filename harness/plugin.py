@@ -19,6 +19,11 @@ Loaded by the project's conftest.py. Fixtures:
         def test_x(cluster):
             pods = cluster.add_pods(2)
             svc = cluster.create_service(pods)
+
+``scoped_cluster(spec, name)`` (a factory, not a fixture)
+    For a module that needs a topology of its own (IPv6, dual-stack): the fixtures
+    ``<name>_env`` (module) and ``<name>`` (function), the pair ``cluster_env`` / ``cluster``
+    over ``spec``. Example: ``cluster6_env, cluster6 = scoped_cluster(spec, "cluster6")``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,16 @@ import random
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from harness.proxiers import CAPABILITIES, ProxierConfigError, resolve
+
+if TYPE_CHECKING:
+    from harness.topology.spec import TopologySpec
 
 # The report plugin has options of its own (--known-gaps): it must be registered before
 # the command line is parsed, so here rather than in pytest_configure.
@@ -273,8 +282,8 @@ def _running_env(config: pytest.Config, proxier_spec: Any, timing: Any, spec: An
 def cluster_env_for(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
                     tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A factory (session) for a test module that needs a topology of its own (IPv6,
-    dual-stack): a context manager running the proxier under test on a ``TopologySpec``.
-    Depends on: proxier_spec, timing. Example::
+    dual-stack): a context manager running the proxier under test on a ``TopologySpec``
+    (``scoped_cluster`` wraps it into fixtures). Depends on: proxier_spec, timing. Example::
 
         with cluster_env_for(TopologySpec(...), "cluster6") as env:
             yield env
@@ -327,15 +336,56 @@ def _print_keep_hint(config: pytest.Config, topo: Any, workdir: Path) -> None:
         print(text)
 
 
+def _test_scope(env: Any) -> Iterator[Any]:
+    from harness.cluster import ClusterScope
+
+    scope = ClusterScope(env)
+    yield scope
+    scope.close()
+
+
 @pytest.fixture
 def cluster(cluster_env: Any) -> Any:
     """This test's view of the cluster (function): pods and Services it creates are removed
     afterwards. Depends on: cluster_env. Example: ``svc = cluster.create_service(cluster.add_pods(2))``."""
-    from harness.cluster import ClusterScope
+    yield from _test_scope(cluster_env)
 
-    scope = ClusterScope(cluster_env)
-    yield scope
-    scope.close()
+
+def scoped_cluster(spec: TopologySpec, name: str) -> tuple[Any, Any]:
+    """A fixture factory for a test module that needs a cluster of its own (IPv6,
+    dual-stack). Returns two fixtures, to be assigned at module level so pytest finds them:
+
+    ``<name>_env`` (module scope, one per module and xdist worker)
+        ``spec``'s topology with the proxier under test on every node; its pod network is
+        ``--pod-network``'s, as for ``cluster_env``. Depends on: cluster_env_for.
+    ``<name>`` (function scope)
+        A ``ClusterScope`` over it, as ``cluster`` is over ``cluster_env``: pods and Services
+        a test creates are removed afterwards. Depends on: ``<name>_env``.
+
+    Example::
+
+        cluster6_env, cluster6 = scoped_cluster(
+            TopologySpec(**IPV6_PLAN, nodes=[NodeSpec(name="node1")]), "cluster6")
+
+        def test_x(cluster6):
+            svc = cluster6.create_service(cluster6.add_pods(2))
+    """
+    env_name = f"{name}_env"
+
+    @pytest.fixture(scope="module", name=env_name)
+    def env_fixture(pytestconfig: pytest.Config, cluster_env_for: Any) -> Iterator[Any]:
+        """A cluster of this module's own (module), from ``scoped_cluster``."""
+        with cluster_env_for(replace(spec, pod_network=pytestconfig.getoption("pod_network")),
+                             name) as env:
+            yield env
+
+    @pytest.fixture(name=name)
+    def scope_fixture(request: pytest.FixtureRequest) -> Iterator[Any]:
+        """This test's view of the module's own cluster (function), from ``scoped_cluster``."""
+        # By name: the env fixture's name is only known here.
+        yield from _test_scope(request.getfixturevalue(env_name))
+
+    return env_fixture, scope_fixture
 
 
 # --- evidence and reports ----------------------------------------------------------------

@@ -42,7 +42,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -711,6 +712,29 @@ def _start_source(kubeconfig: str | None, hostname: str) -> tuple[Any, bool]:
         return None, False
 
 
+@contextmanager
+def _stopped_by_signal(daemons: list[Daemon], source: Any) -> Iterator[None]:
+    """SIGTERM/SIGINT stop every daemon's loop while the body runs; on leaving, the daemons
+    are closed, the API source is stopped and the previous handlers are restored."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
+        for d in daemons:
+            d.stop_event.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for d in daemons:
+            d.close()
+        if source is not None:
+            source.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    log.info("stopped")
+
+
 def run(config: ProxierConfig, state_dir: str, kubeconfig: str | None = None) -> int:
     """Run the proxier until SIGTERM/SIGINT; returns the exit status (0, or 2 on refusal).
     With ``kubeconfig`` the state comes from that API (``state_dir`` only gets the acks)."""
@@ -723,23 +747,11 @@ def run(config: ProxierConfig, state_dir: str, kubeconfig: str | None = None) ->
     daemon, flavour = _make_daemon(config, state_dir, source=source)
     config = daemon.config
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
-        daemon.stop_event.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
-             config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
-             config.min_sync_period)
-    try:
+    with _stopped_by_signal([daemon], source):
+        log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
+                 config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
+                 config.min_sync_period)
         daemon.run_forever()
-    finally:
-        daemon.close()
-        if source is not None:
-            source.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
-    log.info("stopped")
     return 0
 
 
@@ -811,32 +823,21 @@ def run_dual_stack(configs: list[ProxierConfig], state_dir: str, kubeconfig: str
                  config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
                  config.min_sync_period)
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("%s received, stopping (rules are left in place)", signal.Signals(signum).name)
-        for d in daemons:
-            d.stop_event.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    threads = [threading.Thread(target=d.run_forever, name=f"sync-ipv{d.config.ip_family}",
-                                daemon=True) for d in daemons]
-    try:
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
+    with _stopped_by_signal(daemons, source):
+        threads = [threading.Thread(target=d.run_forever, name=f"sync-ipv{d.config.ip_family}",
+                                    daemon=True) for d in daemons]
+        try:
             for t in threads:
-                t.join(0.2)  # short joins: signals are handled on this (main) thread
-    finally:
-        for d in daemons:
-            d.stop_event.set()
-        for t in threads:
-            t.join()
-        for d in daemons:
-            d.close()
-        if source is not None:
-            source.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
-    log.info("stopped")
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(0.2)  # short joins: signals are handled on this (main) thread
+        finally:
+            # The loops must be done before the daemons are closed.
+            for d in daemons:
+                d.stop_event.set()
+            for t in threads:
+                t.join()
     return 0
 
 
