@@ -59,6 +59,7 @@ from harness.model import (  # noqa: E402
 )
 from refproxier import iptables  # noqa: E402
 from refproxier.config import ProxierConfig  # noqa: E402
+from refproxier.memo import PortMemo  # noqa: E402
 from refproxier.netfilter_exec import parse_save_chains  # noqa: E402
 from refproxier.proxystate import build_proxy_state, changed_services  # noqa: E402
 from servicemodel import load as sm_load  # noqa: E402
@@ -256,8 +257,12 @@ def partial_sync(
         chains, t_save = timed(nat_chains)
     else:
         chains, t_save = frozenset(), 0.0
+    # The daemon's memo holds the previous generation's rules (its last render), so only
+    # the changed Service is rendered again. The full resync below is rendered cold.
+    memo: PortMemo = PortMemo()
+    iptables.render(ps_old, CFG, memo=memo)
     part, t_render = timed(
-        lambda: iptables.render(ps_new, CFG, changed=changed, existing_nat_chains=chains)
+        lambda: iptables.render(ps_new, CFG, changed=changed, existing_nat_chains=chains, memo=memo)
     )
     t_restore = in_ns(LEGACY_RESTORE, input=part)
     # The full resync of the same generation over the same rules (the daemon's full path).

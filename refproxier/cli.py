@@ -67,7 +67,8 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
                         "traffic to unallocated addresses in them")
     g.add_argument("--iptables", dest="iptables_mode", choices=("legacy", "nft", "auto"), default="auto",
                    help="iptables flavour (default: auto-detect)")
-    g.add_argument("--sync-period", type=_duration, default=30.0, help="full resync period (default 30s)")
+    g.add_argument("--sync-period", type=_duration, default=30.0,
+                   help="stale-chain cleanup period in large clusters (default 30s); full resyncs run hourly, as kube-proxy's")
     g.add_argument("--min-sync-period", type=_duration, default=1.0, help="minimum time between syncs (default 1s)")
     g.add_argument("--conntrack-tcp-be-liberal", type=_bool, default=False, metavar="true|false",
                    help="assume net.netfilter.nf_conntrack_tcp_be_liberal is set (no INVALID drop rule)")

@@ -27,6 +27,10 @@ class ProxierConfig:
     iptables_mode: Literal["legacy", "nft", "auto"] = "auto"
     sync_period: float = 30.0
     min_sync_period: float = 1.0
+    # kube-proxy's proxyutil.FullSyncPeriod: without a reason (a failed sync, flushed
+    # rules, a restart) a full sync runs this long after the last one; every other
+    # sync is partial. A constant in kube-proxy, not a flag.
+    full_sync_period: float = 3600.0
     # The sysctl net.netfilter.nf_conntrack_tcp_be_liberal is non-zero: kube-proxy then
     # skips the KUBE-FORWARD INVALID drop rule.
     conntrack_tcp_be_liberal: bool = False

@@ -11,9 +11,10 @@ rules in step with the published Services and EndpointSlices, as kube-proxy's
   the built-in chains (``-C``, then ``-I chain 1``, as kube-proxy's EnsureRule);
 * partial syncs rewrite the per-service chains only for services whose Service or
   EndpointSlices changed since the last applied state (MinimizeIPTablesRestore);
-* syncs are rate-limited by ``min_sync_period``; a full resync runs every ``sync_period``,
-  after a failed restore (retried with backoff), and when a ``KUBE-PROXY-CANARY`` chain
-  disappears (someone flushed the tables);
+* syncs are rate-limited by ``min_sync_period``; a full sync runs an hour after the last
+  one (kube-proxy's ``FullSyncPeriod``, ``config.full_sync_period``), after a failed restore
+  (retried with backoff), and when a ``KUBE-PROXY-CANARY`` chain disappears (someone
+  flushed the tables); ``sync_period`` only paces large clusters' stale-chain cleanup;
 * after a sync that changed a UDP service, stale UDP conntrack entries are deleted;
 * health check node port servers follow the services;
 * after every successful sync the applied generation is written to ``applied/<node>``.
@@ -117,6 +118,12 @@ class DefaultBackend:
     """The real pure parts: servicemodel + refproxier.proxystate + refproxier.iptables.
     Service keys are ``"namespace/name"`` strings (``ServicePortInfo.service_key``)."""
 
+    def __init__(self) -> None:
+        from refproxier.memo import PortMemo
+
+        # Ports equal to the last sync's reuse their rules (refproxier.memo).
+        self._memo: PortMemo = PortMemo()
+
     def load(self, state_dir: str) -> LoadedState:
         from servicemodel.cluster import ClusterState
         from servicemodel.load import ModelError, load_text
@@ -157,7 +164,7 @@ class DefaultBackend:
         from refproxier import iptables
 
         return iptables.render(
-            proxy_state, config, changed=changed, existing_nat_chains=existing_nat_chains
+            proxy_state, config, changed=changed, existing_nat_chains=existing_nat_chains, memo=self._memo
         )
 
     def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]:
@@ -327,9 +334,9 @@ class Daemon:
             if now < self.retry_at and not self.new_input:
                 return False
         elif not self.sync_pending:
-            if self.last_sync_start is not None and now - self.last_sync_start < self.config.sync_period:
+            if self._full_sync_age(now) < self.config.full_sync_period:
                 return False
-            # Periodic resync: kube-proxy's BoundedFrequencyRunner maxInterval.
+            # kube-proxy's runner wakes up hourly (maxInterval) and that sync is full.
             self.need_full_sync = True
         if self.last_sync_start is not None and now - self.last_sync_start < self.config.min_sync_period:
             return False
@@ -366,7 +373,8 @@ class Daemon:
         self.last_sync_start = now
         self.sync_pending = False
         self.new_input = False
-        full = self.need_full_sync
+        # As kube-proxy's doFullSync: asked for, or the last full sync is an hour old.
+        full = self.need_full_sync or self._full_sync_age(now) > self.config.full_sync_period
         t0 = time.monotonic()
         if self.refresh_config is not None and full:
             self.config = self.refresh_config(self.config)
@@ -436,6 +444,10 @@ class Daemon:
                  (time.monotonic() - t0) * 1000,
                  "all" if changed is None else len(changed), len(problems))
         return True
+
+    def _full_sync_age(self, now: float) -> float:
+        last = self.last_full_sync if self.last_full_sync is not None else self.last_sync_start
+        return float("inf") if last is None else now - last
 
     def _failed(self, now: float) -> None:
         # iptables-restore is atomic per table, so the last good rules are still there. The

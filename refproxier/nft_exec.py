@@ -43,7 +43,6 @@ from refproxier.config import ProxierConfig
 
 # The daemon imports this module lazily (only in nftables mode), so this is no cycle.
 from refproxier.daemon import DefaultBackend
-from refproxier.memo import PortMemo
 from refproxier.netfilter_exec import RestoreResult
 from refproxier.nftables import CLUSTER_IPS, TABLE, cleanup_script, render_nft, split_replace_script
 
@@ -187,8 +186,8 @@ class NftBackend(DefaultBackend):
     """``daemon.DefaultBackend`` rendering nft scripts instead of iptables-restore input."""
 
     def __init__(self, applied: _Applied) -> None:
+        super().__init__()
         self._applied = applied
-        self._memo: PortMemo = PortMemo()
 
     def render(
         self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,

@@ -77,8 +77,8 @@ def _restart_flushes_conntrack() -> None:
 
 
 def _canary_ignored() -> None:
-    # Flushed tables are noticed only by the next full sync; with --sync-period 3600 (the
-    # fault's proxier_args) that is kube-proxy v1.28+'s hourly full sync.
+    # Flushed tables are then noticed only by the hourly full sync (kube-proxy's
+    # FullSyncPeriod), long after the check gives up.
     daemon.Daemon.check_canaries = lambda self: None
 
 
@@ -143,8 +143,7 @@ FAULTS_LIST: list[Fault] = [
           _restart_flushes_conntrack, ("service/restart/established-flows-survive",),
           capabilities=_CAPS),
     Fault("canary-ignored", "a flushed nat table is not noticed (canary chains not watched)",
-          _canary_ignored, ("service/restart/rules-recreated-after-flush",),
-          proxier_args=("--sync-period", "3600"), capabilities=_CAPS),
+          _canary_ignored, ("service/restart/rules-recreated-after-flush",), capabilities=_CAPS),
     Fault("sctp-ignored", "SCTP Service ports get no rules",
           _sctp_ignored, ("service/sctp/clusterip-dnat",), capabilities=_CAPS),
     Fault("ipv6-dnat-unbracketed", "IPv6 DNAT targets written without brackets (ip:port)",

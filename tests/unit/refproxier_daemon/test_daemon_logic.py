@@ -184,13 +184,21 @@ def test_partial_sync_names_only_changed_services_and_is_rate_limited(env):
     assert len(env.ipt.rules) == n_rules  # jump rules are only ensured on full syncs
 
 
-def test_periodic_full_resync(env):
+def test_full_sync_an_hour_after_the_last_one(env):
+    # kube-proxy: nothing syncs in between without a change (the runner's maxInterval is
+    # an hour), and any sync an hour after the last full one is full (FullSyncPeriod).
     env.publish(BASE, 1)
     env.step()
-    env.step(29.0)
+    env.step(30.5)  # a sync period later: no periodic resync
+    env.step(3500.0)
     assert len(env.ipt.restores) == 1
-    env.step(1.5)
+    env.step(100.0)
     assert len(env.ipt.restores) == 2 and env.backend.renders[-1]["changed"] is None
+    env.publish([*BASE, service("ns2", "svc3", "10.96.0.3")], 2)
+    env.step(1.1)
+    assert env.backend.renders[-1]["changed"] == {"ns2/svc3"}
+    env.step(3600.0)  # an hour after the last full sync, not after the last sync
+    assert len(env.ipt.restores) == 4 and env.backend.renders[-1]["changed"] is None
 
 
 def test_failed_restore_keeps_generation_unreported_retries_full_with_backoff(env, caplog):
@@ -313,8 +321,9 @@ def test_large_clusters_list_stale_chains_once_per_sync_period(env, monkeypatch)
     assert env.backend.renders[-1]["changed"] == {"ns2/svc3", "ns2/svc-four"}
     assert env.backend.renders[-1]["existing"] == frozenset()  # listed at the first sync only
     env.step(29.0)
-    env.step(1.5)  # the periodic full resync, more than a sync period after the listing
-    assert len(env.backend.renders) == 4 and env.backend.renders[-1]["changed"] is None
+    env.publish([*BASE, service("ns2", "svc-five", "10.96.0.55")], 4)
+    env.step(1.5)  # a partial sync, more than a sync period after the listing
+    assert len(env.backend.renders) == 4 and env.backend.renders[-1]["changed"] is not None
     assert "KUBE-SVC-STALE0000000000" in env.backend.renders[-1]["existing"]
 
 

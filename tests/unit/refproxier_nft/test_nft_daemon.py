@@ -107,8 +107,8 @@ def test_nftables_mode_syncs(tmp_path):
     d.step()
     assert d.syncs == 4 and fake.table.exists and "delete table ip kube-proxy" in fake.scripts[-1]
 
-    # A periodic full resync keeps the table (and so the affinity sets' entries).
-    clock.t += 31
+    # The hourly full sync keeps the table (and so the affinity sets' entries).
+    clock.t += 3601
     d.step()
     assert d.syncs == 5
     last = fake.scripts[-1]
