@@ -16,8 +16,10 @@ as a state directory, and then, in one run:
   path (load+build, ``changed_services``, ``iptables-save -t nat`` for the existing chains
   unless in large-cluster mode, render with ``changed``, restore) against a full resync
   over the same rules;
-* daemon: ``python -m refproxier run`` in the namespace on that size's state dir; time to
-  ``applied/<node>`` and peak RSS (VmHWM from /proc/<pid>/status).
+* daemon: ``python -m refproxier run`` in the namespace on that size's state dir, in
+  iptables mode (legacy) and in nftables mode: time to ``applied/<node>``, peak RSS (VmHWM
+  from /proc/<pid>/status), then the time from publishing a one-endpoint change to its
+  generation applied (the whole state.yaml is reloaded: the state-dir contract).
 
 Goals (issue 3): render <= 25% of the iptables-legacy-restore time of the same ruleset;
 partial sync <= 10% of a full sync. Other times are single runs (sizes this large are slow).
@@ -302,46 +304,50 @@ def partial_sync(
     return res
 
 
-def daemon_memory(state_dir: Path, timeout: float) -> dict[str, Any]:
-    """Start the daemon in the namespace on ``state_dir`` (generation 1 in state.yaml) and
-    read its peak RSS once it reports the generation applied."""
+def _wait_applied(state_dir: Path, proc: subprocess.Popen, generation: int, t0: float, timeout: float) -> float | None:
+    """Seconds from ``t0`` until the daemon reports ``generation`` applied (None: it did not)."""
+    while time.perf_counter() - t0 < timeout and proc.poll() is None:
+        if statedir.read_applied(state_dir, NODE) == generation:
+            return time.perf_counter() - t0
+        time.sleep(0.05)
+    return None
+
+
+def _vm_hwm_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(ln.split(":", 1) for ln in status.splitlines() if ":" in ln)
+    return round(int(fields.get("VmHWM", "0 kB").split()[0]) / 1024, 1)
+
+
+def daemon_run(state_dir: Path, size: tuple[int, int], timeout: float, mode: str) -> dict[str, Any]:
+    """Start the daemon in the namespace on ``state_dir`` (generation 1 in state.yaml), in
+    iptables mode (legacy) or nftables mode: time to generation 1 applied and peak RSS,
+    then publish generation 2 (one endpoint moved) and time it until applied. The update
+    includes what the state-dir contract costs: the daemon reloads the whole state.yaml."""
     ns_reset()
     applied = state_dir / statedir.APPLIED_DIR / NODE
     applied.unlink(missing_ok=True)
     argv = [
-        "ip",
-        "netns",
-        "exec",
-        NS,
-        sys.executable,
-        "-m",
-        "refproxier",
-        "run",
-        "--state-dir",
-        str(state_dir),
-        "--hostname-override",
-        NODE,
-        "--node-ip",
-        NODE_IP,
-        "--cluster-cidr",
-        CLUSTER_CIDR,
-        "--iptables",
-        "legacy",
+        "ip", "netns", "exec", NS, sys.executable, "-m", "refproxier", "run",
+        "--state-dir", str(state_dir), "--hostname-override", NODE, "--node-ip", NODE_IP,
+        "--cluster-cidr", CLUSTER_CIDR,
+        *(("--proxy-mode", "nftables") if mode == "nftables" else ("--iptables", "legacy")),
     ]
     logf = tempfile.TemporaryFile(mode="w+")
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
+    res: dict[str, Any] = {"mode": mode, "applied": False}
     try:
-        gen = None
-        while time.perf_counter() - t0 < timeout and proc.poll() is None:
-            gen = statedir.read_applied(state_dir, NODE)
-            if gen is not None:
-                break
-            time.sleep(0.05)
-        t_applied = time.perf_counter() - t0
-        status = Path(f"/proc/{proc.pid}/status").read_text() if proc.poll() is None else ""
-        fields = dict(ln.split(":", 1) for ln in status.splitlines() if ":" in ln)
-        hwm_kb = int(fields.get("VmHWM", "0 kB").split()[0])
+        t_applied = _wait_applied(state_dir, proc, 1, t0, timeout)
+        if t_applied is not None:
+            res.update(applied=True, start_to_applied_s=round(t_applied, 2), vm_hwm_mib=_vm_hwm_mib(proc.pid))
+            n, per = size
+            write_state(state_dir, objects(n, per, moved=n // 2), 2)
+            t1 = time.perf_counter()
+            t_update = _wait_applied(state_dir, proc, 2, t1, timeout)
+            res["update_to_applied_s"] = None if t_update is None else round(t_update, 2)
+            if proc.poll() is None:
+                res["vm_hwm_mib_after_update"] = _vm_hwm_mib(proc.pid)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -353,17 +359,17 @@ def daemon_memory(state_dir: Path, timeout: float) -> dict[str, Any]:
         logf.seek(0)
         tail = logf.read()[-1500:]
         logf.close()
-    if gen is None:
-        log(f"  daemon did not report a generation within {timeout:.0f} s; log tail:\n{tail}")
-        return {"applied": False, "waited_s": round(t_applied, 1), "log_tail": tail}
+        write_state(state_dir, objects(*size), 1)  # generation 1 again for the next run
+    if not res["applied"] or res.get("update_to_applied_s") is None:
+        log(f"  daemon ({mode}) did not report a generation within {timeout:.0f} s; log tail:\n{tail}")
+        res["log_tail"] = tail
+        return res
     log(
-        f"  daemon: generation {gen} applied {t_applied:.2f} s after start; peak RSS {hwm_kb / 1024:.0f} MiB"
+        f"  daemon ({mode}): generation 1 applied {res['start_to_applied_s']:.2f} s after start, peak RSS "
+        f"{res['vm_hwm_mib']:.0f} MiB; one-endpoint update applied {res['update_to_applied_s']:.2f} s "
+        "after publishing"
     )
-    return {
-        "applied": True,
-        "start_to_applied_s": round(t_applied, 2),
-        "vm_hwm_mib": round(hwm_kb / 1024, 1),
-    }
+    return res
 
 
 # --------------------------------------------------------------------------------------
@@ -421,7 +427,8 @@ def bench_size(
         res["partial_sync"] = partial_sync(size, full, ps, state_dir)
         write_state(state_dir, objects(n, per), 1)  # generation 1 again, for the daemon
     if daemon:
-        res["daemon"] = daemon_memory(state_dir, args.daemon_timeout)
+        res["daemon"] = daemon_run(state_dir, size, args.daemon_timeout, "iptables")
+        res["daemon_nftables"] = daemon_run(state_dir, size, args.daemon_timeout, "nftables")
     shutil.rmtree(state_dir, ignore_errors=True)
     return res
 
