@@ -217,7 +217,7 @@ def render_html(report: dict[str, Any]) -> str:
     return _env().from_string(templates.REPORT).render(
         report=report, env=report.get("environment") or {}, checks=checks, features=features,
         failures=[c for c in checks if c["grade"] == "fail"], summary=summarize(checks),
-        grades=GRADES, css=templates.CSS)
+        grades=GRADES, css=templates.CSS, label=run_label(report))
 
 
 def _atomic_write(path: Path, text: str) -> None:

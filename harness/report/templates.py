@@ -37,10 +37,10 @@ a{color:#0969da}
 REPORT = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Service proxy conformance: {{ env.proxier or "?" }}</title>
+<title>Service proxy conformance: {{ label }}</title>
 <style>{{ css }}</style></head>
 <body>
-<h1>Service proxy conformance: {{ env.proxier or "unknown proxier" }}</h1>
+<h1>Service proxy conformance: {{ label }}</h1>
 <p class="meta">{{ report.started or "?" }} &middot; {{ "%.1f"|format(report.duration or 0) }} s
  &middot; seed {{ report.seed }} &middot; exit status {{ report.exitstatus if report.exitstatus is not none else "?" }}
  {% if report.known_gaps_file %}&middot; known gaps from {{ report.known_gaps_file }}{% endif %}</p>

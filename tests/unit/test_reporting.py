@@ -209,6 +209,8 @@ def test_html_renders_summary_evidence_and_chart() -> None:
     # self-contained: no scripts, no external resources
     assert "<script" not in html and "<link" not in html
     assert not [v for k, v in c.attrs if k == "src"]
+    # the title says which run this is, as the matrix labels it
+    assert "<title>Service proxy conformance: reference / iptables-nft / 6.1.0</title>" in html
 
 
 def test_distribution_rows_tolerate_missing_fields() -> None:
