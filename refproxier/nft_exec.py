@@ -6,15 +6,18 @@ loop, retries, health checks and conntrack cleanup stay the same:
 
 :class:`Nft`
     One family's ``kube-proxy`` table in the current network namespace: ``apply`` (one
-    ``nft -f -`` transaction), ``table_exists``, ``delete_table``, ``list_table``.
+    ``nft -f -`` transaction), ``table_exists``, ``existing`` (its chains and sets),
+    ``delete_table``, ``list_table``.
 :func:`daemon_parts(config) -> (ops, backend)`
     Drop-in replacements for ``netfilter_exec.Iptables`` (the daemon's ``NetfilterOps``)
     and ``daemon.DefaultBackend``. The backend renders with
     :func:`refproxier.nftables.render_nft`, passing the last *successfully applied* proxy
     state as ``previous`` (so syncs update the table in place and affinity sets keep their
-    entries); after a failed ``nft -f``, or when the table disappeared (someone ran
-    ``nft flush ruleset``: the analogue of a missing canary chain), the next sync replaces
-    the whole table.
+    entries). With no such state (the first sync, or after a failed ``nft -f``) and a
+    table in place, it lists the table and renders kube-proxy's full sync over it (base
+    chains re-created once, stale chains and affinity sets deleted); should that fail, the
+    next sync replaces the whole table. A missing table (someone ran ``nft flush
+    ruleset``: the analogue of a missing canary chain) is built anew.
 :func:`nftables_config(config)`
     The config as nftables mode sees it (localhost NodePorts are never supported, so
     the daemon must not set route_localnet for them).
@@ -33,6 +36,7 @@ Hook-up in the daemon's ``run``/``cleanup`` (when ``config.proxy_mode == "nftabl
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import subprocess
@@ -44,7 +48,14 @@ from refproxier.config import ProxierConfig
 # The daemon imports this module lazily (only in nftables mode), so this is no cycle.
 from refproxier.daemon import DefaultBackend
 from refproxier.netfilter_exec import RestoreResult
-from refproxier.nftables import CLUSTER_IPS, TABLE, cleanup_script, render_nft, split_replace_script
+from refproxier.nftables import (
+    CLUSTER_IPS,
+    TABLE,
+    ExistingTable,
+    cleanup_script,
+    render_nft,
+    split_replace_script,
+)
 
 log = logging.getLogger("refproxier.nft")
 
@@ -130,6 +141,34 @@ class Nft:
             return False
         return p.returncode == 0
 
+    def existing(self) -> ExistingTable | None:
+        """The table's chains and named sets, listed (``nft -j``: chains, then sets without
+        their elements; about 1 s at 10,000 Services), or None if there is no table or it
+        cannot be listed."""
+        if not self.table_exists():
+            return None
+        try:
+            chains = self._run(["-j", "list", "chains", self.nft_family])
+            sets = self._run(["-j", "-t", "list", "sets", self.nft_family])
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if chains.returncode != 0 or sets.returncode != 0:
+            return None
+        try:
+            return ExistingTable(
+                frozenset(o["chain"]["name"] for o in self._objects(chains.stdout, "chain")),
+                {o["set"]["name"]: (str(o["set"].get("type")), o["set"].get("timeout"))
+                 for o in self._objects(sets.stdout, "set")},
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("cannot read nft's listing of the %s table: %s", TABLE, e)
+            return None
+
+    @staticmethod
+    def _objects(text: str, kind: str) -> list[dict[str, Any]]:
+        """This table's objects of one kind from ``nft -j list ...`` output."""
+        return [o for o in json.loads(text)["nftables"] if kind in o and o[kind].get("table") == TABLE]
+
     def list_table(self) -> str:
         p = self._run(["list", "table", self.nft_family, TABLE])
         return p.stdout if p.returncode == 0 else ""
@@ -140,10 +179,17 @@ class Nft:
 
 @dataclass
 class _Applied:
-    """What the kernel's table reflects: the last applied proxy state (None: unknown)."""
+    """What the kernel's table reflects: the last applied proxy state (None: unknown).
+
+    With an unknown state the next sync is kube-proxy's: a full sync in place over the
+    listed table (``listed``), or a new table when there is none. Should that sync fail,
+    the one after replaces the whole table (``replace_next``): the one sync that cannot
+    depend on what the table holds. The two alternate until one succeeds."""
 
     state: Any = None
     pending: Any = None
+    listed: bool = False  # the pending sync renders over a listed table
+    replace_next: bool = False
 
 
 class NftOps:
@@ -159,9 +205,11 @@ class NftOps:
 
     def restore(self, text: str) -> RestoreResult:
         res = self.nft.apply(text)
-        # On failure the transaction changed nothing, but the daemon will retry with a
-        # full sync; replacing the whole table is the one that cannot depend on the past.
-        self._applied.state = self._applied.pending if res.ok else None
+        # On failure the transaction changed nothing, but the daemon retries with a full
+        # sync, from a listing or (after a failed one) replacing the table.
+        a = self._applied
+        a.state = a.pending if res.ok else None
+        a.replace_next = not res.ok and a.listed
         return res
 
     def chains(self, table: str) -> frozenset[str]:
@@ -185,16 +233,23 @@ class NftOps:
 class NftBackend(DefaultBackend):
     """``daemon.DefaultBackend`` rendering nft scripts instead of iptables-restore input."""
 
-    def __init__(self, applied: _Applied) -> None:
+    def __init__(self, applied: _Applied, nft: Nft) -> None:
         super().__init__()
         self._applied = applied
+        self._nft = nft
 
     def render(
         self, proxy_state: Any, config: ProxierConfig, *, changed: set[str] | None,
         existing_nat_chains: frozenset[str] = frozenset(),
     ) -> str:
-        self._applied.pending = proxy_state
-        return render_nft(proxy_state, config, changed=changed, previous=self._applied.state, memo=self._memo)
+        a = self._applied
+        a.pending = proxy_state
+        existing = None
+        if a.state is None and not a.replace_next:
+            existing = self._nft.existing()
+        a.listed = existing is not None
+        return render_nft(proxy_state, config, changed=changed, previous=a.state, memo=self._memo,
+                          existing=existing)
 
     def jump_rules(self, config: ProxierConfig) -> list[tuple[str, str, list[str]]]:
         return []
@@ -206,7 +261,8 @@ def nftables_config(config: ProxierConfig) -> ProxierConfig:
 
 def daemon_parts(config: ProxierConfig, binary: str = "nft") -> tuple[NftOps, NftBackend]:
     applied = _Applied()
-    return NftOps(Nft(config.ip_family, binary), applied), NftBackend(applied)
+    nft = Nft(config.ip_family, binary)
+    return NftOps(nft, applied), NftBackend(applied, nft)
 
 
 def cleanup(config: ProxierConfig, binary: str = "nft") -> int:

@@ -13,7 +13,9 @@ Entry point::
 ``previous`` is the proxy state whose script was last applied successfully with the same
 config, or None. With ``previous=None`` the script replaces the whole ``kube-proxy`` table
 in one transaction (``add table; delete table; add table ...``): what the kernel held
-before does not matter. With a ``previous`` state the script updates the table in place,
+before does not matter; unless ``existing`` lists the table found in the kernel
+(:class:`ExistingTable`): then it is kube-proxy's first sync over that table, a full sync
+in place that re-creates the base chains once. With a ``previous`` state the script updates the table in place,
 as kube-proxy does, so that affinity sets keep their entries:
 
 * ``changed=None`` (kube-proxy's full sync): base and top-level chains are re-created and
@@ -621,6 +623,33 @@ def _build_model(proxy_state: ProxyState, config: ProxierConfig, memo: PortMemo 
     return Model(top, containers, service_chains, chain_service, affinity, affinity_service, elements)
 
 
+@dataclass(frozen=True)
+class ExistingTable:
+    """A ``kube-proxy`` table whose history the renderer does not know (the daemon's first
+    sync, or the one after a failure), as listed: its chains, and its named sets with their
+    element type and timeout in seconds (None without one)."""
+
+    chains: frozenset[str]
+    sets: dict[str, tuple[str, int | None]]
+
+
+def _listed_model(existing: ExistingTable, cur: Model) -> Model:
+    """A stand-in for the previous model, from a listing: enough for a full sync in place
+    (kube-proxy's), which rewrites every chain it wants and refills every map, and must
+    only know what to flush, what to delete and which affinity sets to keep."""
+    chains = {c: [] for c in existing.chains if is_service_chain(c)}
+    containers = {n: spec for n, spec in cur.containers.items() if not spec.startswith("set ")}
+    containers.update({n: "set" for n in existing.sets if n in (CLUSTER_IPS, NODEPORT_IPS)})
+    affinity: dict[str, str] = {}
+    for name, (typ, timeout) in existing.sets.items():
+        if name.startswith(AFFINITY_PREFIX):
+            spec = cur.affinity_sets.get(name)
+            same = spec is not None and f"type {typ} ;" in spec and f"timeout {timeout}s ;" in spec
+            # A set whose type or timeout differs is re-created, as with a known history.
+            affinity[name] = spec if same else f"listed: {typ}, timeout {timeout}"
+    return Model({}, containers, chains, {}, affinity, {}, {})
+
+
 # --------------------------------------------------------------------------------------
 # Rendering
 
@@ -665,6 +694,7 @@ def render_nft(
     changed: set[str] | None = None,
     previous: ProxyState | None = None,
     memo: PortMemo | None = None,
+    existing: ExistingTable | None = None,
 ) -> str:
     """The ``nft -f`` script for one sync (see module docstring). ``memo`` (the
     daemon's) lets ports equal to the last sync's reuse their objects.
@@ -676,6 +706,11 @@ def render_nft(
     t = f"{fam} {TABLE}"
     prev = build_model(previous, config) if previous is not None else None
     cur = build_model(proxy_state, config, memo)
+    listed = prev is None and existing is not None
+    if listed:
+        # kube-proxy's first sync over a table it finds: a full sync in place, never a
+        # replaced table (affinity sets keep their entries).
+        prev = _listed_model(existing, cur)
     table_line = f'add table {t} {{ comment "{TABLE_COMMENT}" ; }}'
     out: list[str] = [table_line]
 
@@ -704,7 +739,13 @@ def render_nft(
         out += [f"add element {t} {e.container} {e.text()}" for e in cur.elements.values()]
         return "\n".join(out) + "\n"
 
-    full = changed is None
+    full = changed is None or listed
+    if listed:
+        # As kube-proxy once per run: delete the base chains so that they are re-created
+        # with this version's hooks and priorities (an "add" cannot change them).
+        for c in cur.top_chains:
+            if _base_spec(c):
+                out += [f"add chain {t} {c}", f"delete chain {t} {c}"]
     if full:
         # kube-proxy's full sync: re-create and flush everything that is not per-service
         # (the maps are flushed below, after the rules: their flush adds one transaction

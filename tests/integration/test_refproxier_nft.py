@@ -336,3 +336,32 @@ def test_table_exists_follows_the_table_and_is_asked_once_per_canary_round(netns
     assert asked == ["?"]
     ns(node, "nft", "flush", "ruleset")
     assert not ops.chain_exists("nat", "KUBE-PROXY-CANARY")
+
+
+def test_a_table_left_by_a_previous_run_is_synced_in_place(netns, tmp_path: Path):
+    """Over a real table, the listed full sync (the daemon's first sync when it finds a
+    table, as kube-proxy's) gives exactly the table a fresh sync gives, deletes what is no
+    longer wanted, and keeps the entries of an affinity set that is still wanted."""
+    from refproxier.nft_exec import NftBackend, _Applied
+    from tests.unit.refproxier.builders import proxy_state
+    from tests.unit.refproxier_nft.test_syncs import CFG as SYNC_CFG
+    from tests.unit.refproxier_nft.test_syncs import STEPS
+
+    states = [proxy_state(*objs, config=SYNC_CFG) for objs in STEPS]
+    before, after = states[9], states[10]  # affinity svc1 with two endpoints, then one
+    node, fresh = netns(), netns()
+    nft = _nft_in(tmp_path, node)
+    assert nft.apply(render_nft(before, SYNC_CFG)).ok
+    aff = next(line.split()[1] for line in _listing(node).splitlines()
+               if line.strip().startswith("set affinity-") and "10.0.1.2" in line)
+    ns(node, "nft", "add", "element", "ip", "kube-proxy", aff, "{ 203.0.113.9 }")
+
+    backend = NftBackend(_Applied(), nft)  # a restarted daemon: nothing known, a table found
+    script = backend.render(after, SYNC_CFG, changed=None)
+    assert "delete table" not in script and "delete chain ip kube-proxy nat-output" in script
+    assert nft.apply(script).ok
+    elements = ns(node, "nft", "list", "set", "ip", "kube-proxy", aff).stdout
+    assert "203.0.113.9" in elements
+    ns(node, "nft", "delete", "element", "ip", "kube-proxy", aff, "{ 203.0.113.9 }")
+    ns(fresh, "nft", "-f", "-", input=render_nft(after, SYNC_CFG))
+    assert _sorted_listing(node) == _sorted_listing(fresh)

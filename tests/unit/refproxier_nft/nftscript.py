@@ -83,9 +83,12 @@ class Table:
     containers: dict[str, str] = field(default_factory=dict)  # name -> declaration body
     elements: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
-    def _refs(self) -> set[str]:
+    def _refs(self, besides: str | None = None) -> set[str]:
+        """Chains and sets referenced by rules (other than ``besides``'s) and elements."""
         refs: set[str] = set()
-        for rules in self.chains.values():
+        for chain, rules in self.chains.items():
+            if chain == besides:
+                continue
             for r in rules:
                 refs.update(re.findall(r"(?:goto|jump) (\S+)", r))
                 refs.update(re.findall(r"@(\S+)", r))
@@ -126,7 +129,8 @@ class Table:
             elif verb == "flush":
                 self.chains[name] = []
             elif verb == "delete":
-                if self.chains[name] or name in self._refs():
+                # As the kernel: the chain's own rules go with it; references block it.
+                if name in self._refs(besides=name):
                     raise NftError(f"chain busy: {line}")
                 del self.chains[name]
         elif kind in ("set", "map"):
