@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,7 +125,8 @@ def test_root_namespace_is_untouched(mode: str) -> None:
 
 
 CHILD = r"""
-import json, sys, time
+import faulthandler, json, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # evidence if its cleanup hangs
 from harness.topology.netns import Topology
 from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 mode = sys.argv[1]
@@ -145,15 +147,40 @@ with Topology(spec) as topo:
 
 
 def _start_child(mode: str) -> tuple[subprocess.Popen, dict]:
+    # stderr goes to a file: a pipe's EOF would also wait for every process that inherited
+    # it, and the child's exit is what is tested. ``_stderr(proc)`` reads it.
+    err = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=err, text=True)
+    proc.stderr_file = err  # type: ignore[attr-defined]
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 60)
     line = proc.stdout.readline() if ready else ""
     if not line:
         proc.kill()
-        pytest.fail(f"child did not build its topology: {proc.communicate()[1]}")
+        proc.wait()
+        pytest.fail(f"child did not build its topology: {_stderr(proc)}")
     return proc, json.loads(line)
+
+
+def _stderr(proc: subprocess.Popen) -> str:
+    f = proc.stderr_file  # type: ignore[attr-defined]
+    f.seek(0)
+    return f.read()
+
+
+def _wait_exit(proc: subprocess.Popen, info: dict, why: str, timeout: float = 60) -> int:
+    """The child's exit status; if it does not exit in time, fail with every thread's stack
+    (faulthandler, SIGUSR1) and what it left behind."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the child did not exit within {timeout:.0f} s {why}; its threads:\n"
+                    f"{_stderr(proc)}\nleft behind: {_leftovers(info)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -183,7 +210,7 @@ def _wait_clean(info: dict, timeout: float = 10.0) -> list[str]:
 @pytest.mark.parametrize("mode,code", [("exit", 0), ("raise", 1)])
 def test_nothing_left_after_exit_or_exception(mode: str, code: int) -> None:
     proc, info = _start_child(mode)
-    assert proc.wait(60) == code, proc.communicate()[1]
+    assert _wait_exit(proc, info, f"({mode})") == code, _stderr(proc)
     assert _wait_clean(info) == []
     assert _cmd("ip", "-o", "link", "show", "type", "veth") == ""
 
@@ -191,8 +218,8 @@ def test_nothing_left_after_exit_or_exception(mode: str, code: int) -> None:
 def test_nothing_left_after_sigint() -> None:
     proc, info = _start_child("wait")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    code = _wait_exit(proc, info, "of SIGINT")
+    assert code != 0 and "KeyboardInterrupt" in _stderr(proc)
     assert _wait_clean(info) == []
 
 
