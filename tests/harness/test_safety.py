@@ -127,6 +127,9 @@ def test_root_namespace_is_untouched(mode: str) -> None:
 CHILD = r"""
 import faulthandler, json, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # evidence if its cleanup hangs
+# Ctrl-C as in a terminal: a shell that starts a job in the background (as a CI script may)
+# leaves SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from harness.topology.netns import Topology
 from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec
 mode = sys.argv[1]
