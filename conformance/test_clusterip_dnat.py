@@ -7,10 +7,16 @@ Service port's targetPort.
 
 import pytest
 
-from harness.model import EndpointSpec, PortSpec
-from harness.trace import attach_trace, flow_match
-from harness.traffic.probe import Outcome, probe
-from harness.verdicts import reached_only
+from harness.api import (
+    EndpointSpec,
+    Outcome,
+    PortSpec,
+    attach_trace,
+    expect,
+    flow_match,
+    probe,
+    reached_only,
+)
 
 pytestmark = pytest.mark.dnat
 
@@ -54,7 +60,7 @@ def test_clusterip_reaches_only_ready_endpoints(cluster, where, proto, request):
         attach_trace(request, natting.netns,
                      flow_match(daddr=svc.cluster_ip, dport=80, proto=proto.lower()),
                      send=lambda: probe(src, svc.cluster_ip, 80, proto.lower(), count=1))
-    assert verdict.passed, verdict.explain()
+    expect(verdict)
     assert bystander.name not in {o.pod for o in obs}
 
 
@@ -72,7 +78,7 @@ def test_clusterip_delivers_on_target_port(cluster, target):
     obs = probe(cluster.add_pod(cluster.nodes[1]), svc.cluster_ip, 80, "tcp", count=8)
 
     verdict = reached_only(obs, {p.name for p in pods})
-    assert verdict.passed, verdict.explain()
+    expect(verdict)
 
 
 @pytest.mark.behavior(
@@ -92,7 +98,7 @@ def test_multi_port_service_translates_each_port(cluster):
     udp = probe(client, svc.cluster_ip, 53, "udp", count=12)
 
     for verdict in (reached_only(tcp, {p.name for p in pods}), reached_only(udp, {p.name for p in pods})):
-        assert verdict.passed, verdict.explain()
+        expect(verdict)
 
 
 @pytest.mark.behavior(

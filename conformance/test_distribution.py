@@ -10,9 +10,7 @@ chain) is caught with probability at least ``POWER``.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import required_samples, uniformity_verdict
+from harness.api import PortSpec, expect, probe, required_samples, uniformity_verdict
 
 pytestmark = pytest.mark.distribution
 
@@ -42,4 +40,4 @@ def test_new_connections_spread_uniformly(cluster, n, record_property):
     record_property("statistics", verdict.to_dict())
     unanswered = [o for o in obs if o.pod is None]
     assert not unanswered, f"{len(unanswered)} of {len(obs)} probes got no reply: {unanswered[:5]}"
-    assert verdict.passed, verdict.explain()
+    expect(verdict)

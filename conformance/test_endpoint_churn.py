@@ -17,9 +17,7 @@ import time
 
 import pytest
 
-from harness.model import PortSpec
-from harness.report.timelines import churn_timeline
-from harness.traffic.probe import Outcome, probe
+from harness.api import Outcome, PortSpec, churn_timeline, probe
 
 pytestmark = pytest.mark.churn
 

@@ -11,9 +11,7 @@ their ordinary routes (to a black hole), so only the proxier can deliver them.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import reached_only, source_seen
+from harness.api import PortSpec, expect, probe, reached_only, source_seen
 
 pytestmark = pytest.mark.externalips
 
@@ -40,8 +38,8 @@ def test_external_client_reaches_external_ip(cluster, proto):
     obs = probe(cluster.client, ext_ip, 80, proto.lower(), count=8)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, (f"client {cluster.client.ip} → externalIP {ext_ip}:80/{proto} of "
-                      f"{svc.name} (routed via {cluster.nodes[0].name}):\n" + v.explain())
+    expect(v, f"client {cluster.client.ip} → externalIP {ext_ip}:80/{proto} of "
+                      f"{svc.name} (routed via {cluster.nodes[0].name})")
 
 
 @pytest.mark.behavior(
@@ -61,7 +59,7 @@ def test_pods_and_nodes_reach_external_ip(cluster, where):
     obs = probe(src, ext_ip, 80, "tcp", count=6)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, f"{where} {src.name} ({src.ip}) → externalIP {ext_ip}:80:\n" + v.explain()
+    expect(v, f"{where} {src.name} ({src.ip}) → externalIP {ext_ip}:80")
 
 
 @pytest.mark.behavior(
@@ -82,7 +80,7 @@ def test_external_client_to_external_ip_is_masqueraded(cluster):
     obs = probe(cluster.client, ext_ip, 80, "tcp", count=8)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, v.explain()
+    expect(v)
     v = source_seen(obs, lambda s: s in nodes, description=f"a node address (one of {sorted(nodes)})")
-    assert v.passed, (f"client {cluster.client.ip} → externalIP {ext_ip}: the client's address must "
-                      "not reach the endpoint (eTP Cluster)\n" + v.explain())
+    expect(v, f"client {cluster.client.ip} → externalIP {ext_ip}: the client's address must "
+                      "not reach the endpoint (eTP Cluster)")

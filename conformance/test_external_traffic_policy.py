@@ -16,9 +16,7 @@ import json
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import dropped, reached_only, source_seen
+from harness.api import PortSpec, dropped, expect, probe, reached_only, source_seen
 
 pytestmark = pytest.mark.traffic_policy
 
@@ -58,10 +56,10 @@ def test_external_client_source_is_preserved(cluster, via):
 
     what = f"client {client.ip} → {via} {dst}:{port} (received by {target.name}, eTP Local)"
     v = reached_only(obs, {local.name})
-    assert v.passed, (f"{what}: only {local.name} (local to {target.name}) may answer, not "
-                      f"{remote.name} on {other.name}\n" + v.explain())
+    expect(v, f"{what}: only {local.name} (local to {target.name}) may answer, not "
+                      f"{remote.name} on {other.name}")
     v = source_seen(obs, client.ip)
-    assert v.passed, f"{what}: the endpoint must see the client's address\n" + v.explain()
+    expect(v, f"{what}: the endpoint must see the client's address")
 
 
 @pytest.mark.behavior(
@@ -82,13 +80,13 @@ def test_external_traffic_without_local_endpoint_is_dropped(cluster, timing, via
 
     # Control: the node with endpoints answers on its nodePort, so silence below is the policy.
     v = reached_only(probe(client, with_ep.ip, svc.node_port(), "tcp", count=2), {p.name for p in pods})
-    assert v.passed, f"control: client → {with_ep.name}:{svc.node_port()} (has local endpoints):\n" + v.explain()
+    expect(v, f"control: client → {with_ep.name}:{svc.node_port()} (has local endpoints)")
     dst, port = (lb_ip, 80) if lb_ip else (without.ip, svc.node_port())
     obs = probe(client, dst, port, "tcp", count=4, timeout=timing.silence_s)
 
     v = dropped(obs)
-    assert v.passed, (f"client → {via} {dst}:{port}, received by {without.name} which has no local "
-                      f"endpoint (endpoints only on {with_ep.name}, eTP Local):\n" + v.explain())
+    expect(v, f"client → {via} {dst}:{port}, received by {without.name} which has no local "
+                      f"endpoint (endpoints only on {with_ep.name}, eTP Local)")
 
 
 @pytest.mark.behavior(
@@ -110,8 +108,8 @@ def test_pods_and_node_short_circuit_to_any_endpoint(cluster, where, via):
     obs = probe(src, dst, port, "tcp", count=6)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, (f"{where} {src.name} ({src.ip}) on {gateway.name} (no local endpoint) → {via} "
-                      f"{dst}:{port}: endpoints on {with_ep.name} must answer (eTP Local)\n" + v.explain())
+    expect(v, f"{where} {src.name} ({src.ip}) on {gateway.name} (no local endpoint) → {via} "
+                      f"{dst}:{port}: endpoints on {with_ep.name} must answer (eTP Local)")
 
 
 def _http_get(ip: str, port: int, timeout: float) -> tuple[int, bytes] | None:
@@ -158,7 +156,18 @@ def test_health_check_node_port_reports_local_endpoints(cluster, timing):
     assert port, f"{svc.name}: the harness gave no healthCheckNodePort"
 
     def check(expected, step):
-        seen = {n.name: health(cluster, timing, n, port) for n in (n1, n2)}
+        # kube-proxy updates its health server just after writing the rules that the
+        # harness saw applied, so the answer is awaited (bounded), not read once.
+        seen: dict = {}
+
+        def reported() -> bool:
+            seen.update({n.name: health(cluster, timing, n, port) for n in (n1, n2)})
+            return seen == expected
+
+        try:
+            timing.wait_for(reported, f"health check node port {port} to report {expected}")
+        except TimeoutError:
+            pass
         assert seen == expected, (
             f"{step}: health check node port {port} of {svc.name} (eTP Local), fetched from "
             f"{cluster.client.name}: expected (status, localEndpoints) {expected}, observed {seen}"

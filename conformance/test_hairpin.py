@@ -15,9 +15,7 @@ bridge to send the frame back out of the port it came in on (hairpin_mode, kubel
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import reached_only, source_seen
+from harness.api import PortSpec, expect, probe, reached_only, source_seen
 
 pytestmark = pytest.mark.hairpin
 
@@ -34,10 +32,10 @@ def check_hairpin(cluster, pod, dst, port, proto, what):
     nodes = node_addresses(cluster)
     obs = probe(pod, dst, port, proto, count=4)
     v = reached_only(obs, {pod.name})
-    assert v.passed, f"hairpin {pod.name} ({pod.ip}) → {what} {dst}:{port}/{proto}:\n" + v.explain()
+    expect(v, f"hairpin {pod.name} ({pod.ip}) → {what} {dst}:{port}/{proto}")
     v = source_seen(obs, lambda s: s in nodes, description=f"a node address (one of {sorted(nodes)})")
-    assert v.passed, (f"hairpin {pod.name} ({pod.ip}) → {what} {dst}:{port}/{proto}: the pod must "
-                      "see a node address, not its own\n" + v.explain())
+    expect(v, f"hairpin {pod.name} ({pod.ip}) → {what} {dst}:{port}/{proto}: the pod must "
+                      "see a node address, not its own")
 
 
 @pytest.mark.behavior(

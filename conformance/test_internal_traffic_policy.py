@@ -9,9 +9,7 @@ rejecting it: the Service has endpoints, just none usable here.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import dropped, reached_only
+from harness.api import PortSpec, dropped, expect, probe, reached_only
 
 pytestmark = pytest.mark.traffic_policy
 
@@ -37,8 +35,8 @@ def test_internal_local_policy_reaches_only_local_endpoints(cluster, where, prot
         src = cluster.add_pod(node) if where == "pod" else node
         obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=8)
         v = reached_only(obs, {p.name for p in local})
-        assert v.passed, (f"{where} {src.name} ({src.ip}) on {node.name} → ClusterIP {svc.cluster_ip}:80/"
-                          f"{proto} (iTP Local): only {node.name}'s endpoints may answer\n" + v.explain())
+        expect(v, f"{where} {src.name} ({src.ip}) on {node.name} → ClusterIP {svc.cluster_ip}:80/"
+                          f"{proto} (iTP Local): only {node.name}'s endpoints may answer")
 
 
 @pytest.mark.behavior(
@@ -55,10 +53,10 @@ def test_internal_local_policy_without_local_endpoint_is_dropped(cluster, timing
 
     # Control: node2 has endpoints, so silence on node1 is the policy, not a missing Service.
     v = reached_only(probe(n2, svc.cluster_ip, 80, "tcp", count=2), {p.name for p in pods})
-    assert v.passed, f"control: {n2.name} → ClusterIP (local endpoints):\n" + v.explain()
+    expect(v, f"control: {n2.name} → ClusterIP (local endpoints)")
     src = cluster.add_pod(n1) if where == "pod" else n1
     obs = probe(src, svc.cluster_ip, 80, "tcp", count=4, timeout=timing.silence_s)
 
     v = dropped(obs)
-    assert v.passed, (f"{where} {src.name} ({src.ip}) on {n1.name} (no local endpoint; endpoints on "
-                      f"{n2.name}) → ClusterIP {svc.cluster_ip}:80 (iTP Local):\n" + v.explain())
+    expect(v, f"{where} {src.name} ({src.ip}) on {n1.name} (no local endpoint; endpoints on "
+                      f"{n2.name}) → ClusterIP {svc.cluster_ip}:80 (iTP Local)")

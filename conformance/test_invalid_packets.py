@@ -17,9 +17,15 @@ window) and watches the client's interface and the connection itself.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.echo import read_greeting, read_line
-from harness.traffic.probe import ip_header, ip_layer, send_crafted, sniff_in
+from harness.api import (
+    PortSpec,
+    ip_header,
+    ip_layer,
+    read_greeting,
+    read_line,
+    send_crafted,
+    sniff_in,
+)
 
 pytestmark = [pytest.mark.invalid, pytest.mark.requires("invalid-drop")]
 

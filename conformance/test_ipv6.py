@@ -10,12 +10,24 @@ IPv6 as well.
 
 import pytest
 
-from harness.model import EndpointSpec, PortSpec
-from harness.netfilter import entries_text, wait_no_stale_udp
-from harness.plugin import scoped_cluster
-from harness.topology.spec import IPV6_PLAN, ClientSpec, NodeSpec, TopologySpec
-from harness.traffic.probe import Outcome, probe
-from harness.verdicts import reached_only, refused
+from harness.api import (
+    IPV6_PLAN,
+    ClientSpec,
+    EndpointSpec,
+    NodeSpec,
+    Outcome,
+    PortSpec,
+    TopologySpec,
+    entries_text,
+    expect,
+    expect_reached,
+    expect_true,
+    probe,
+    reached_only,
+    refused,
+    scoped_cluster,
+    wait_no_stale_udp,
+)
 
 pytestmark = [pytest.mark.ipv6, pytest.mark.requires("ipv6")]
 
@@ -59,7 +71,7 @@ def test_ipv6_clusterip_reaches_only_ready_endpoints(cluster6, proto):
     obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=12)
 
     v = reached_only(obs, {p.name for p in ready})
-    assert v.passed, v.explain()
+    expect(v)
     assert bystander.name not in {o.pod for o in obs}
 
 
@@ -78,7 +90,7 @@ def test_ipv6_clusterip_without_endpoints_is_refused(cluster6, proto):
     obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=2)
 
     v = refused(obs)  # ICMP port unreachable, i.e. ICMPv6 type 1 code 4 for an IPv6 probe
-    assert v.passed, v.explain()
+    expect(v)
 
 
 @pytest.mark.behavior(
@@ -103,8 +115,9 @@ def test_ipv6_udp_flow_moves_off_a_removed_endpoint(cluster6, timing):
     left = wait_no_stale_udp(timing, node.netns, {kept.ip}, f"[{svc.cluster_ip}]:80",
                              family="ipv6", orig_dst=svc.cluster_ip, orig_dport=80)
     after = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=3)
-    v = reached_only(after, {kept.name})
-    assert v.passed and not left, (
-        f"flow [{src.ip}]:{SPORT} reached {first.pod} first; after it was removed the flow must "
-        f"reach {kept.name}.\n{v.explain()}\nstale entries on {node.name}:\n{entries_text(left)}"
-    )
+    story = (f"flow [{src.ip}]:{SPORT} reached {first.pod} first; after it was removed the "
+             f"flow must reach {kept.name}")
+    stale = f"stale entries on {node.name}:\n{entries_text(left)}"
+    expect_reached(after, [kept], story, details=stale)
+    expect_true(not left, f"{story}; it does, but {len(left)} stale conntrack entries remain "
+                f"on {node.name}", stale)

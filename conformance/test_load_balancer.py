@@ -12,9 +12,7 @@ allowed and denied sources.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import dropped, reached_only
+from harness.api import PortSpec, dropped, expect, expect_reached, expect_true, probe, reached_only
 
 pytestmark = pytest.mark.loadbalancer
 
@@ -57,7 +55,7 @@ def test_load_balancer_ip_is_reachable(cluster, where, proto):
     obs = probe(src, lb_ip, 80, proto.lower(), count=8)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, f"{src.name} ({src.ip}) → LB IP {lb_ip}:80/{proto}:\n" + v.explain()
+    expect(v, f"{src.name} ({src.ip}) → LB IP {lb_ip}:80/{proto}")
 
 
 @pytest.mark.behavior(
@@ -71,7 +69,7 @@ def test_node_reaches_load_balancer_ip(cluster):
     lb_service(cluster, pods, lb_ip)
     for node in cluster.nodes:
         v = reached_only(probe(node, lb_ip, 80, "tcp", count=6), {p.name for p in pods})
-        assert v.passed, f"from {node.name} ({node.ip}) → LB IP {lb_ip}:80:\n" + v.explain()
+        expect(v, f"from {node.name} ({node.ip}) → LB IP {lb_ip}:80")
 
 
 @pytest.mark.behavior(
@@ -90,8 +88,8 @@ def test_allowed_source_reaches_load_balancer_ip(cluster, proto):
     obs = probe(cluster.client, lb_ip, 80, proto.lower(), count=6, source=allowed)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, (f"allowed source {allowed} (ranges {', '.join(ranges)}) → "
-                      f"LB IP {lb_ip}:80/{proto}:\n" + v.explain())
+    expect(v, f"allowed source {allowed} (ranges {', '.join(ranges)}) → "
+                      f"LB IP {lb_ip}:80/{proto}")
 
 
 @pytest.mark.behavior(
@@ -110,13 +108,12 @@ def test_denied_source_is_dropped(cluster, timing, proto):
     # The allowed source first: the Service is in place, so silence below means "denied".
     v = reached_only(probe(cluster.client, lb_ip, 80, proto.lower(), count=2, source=allowed),
                      {p.name for p in pods})
-    assert v.passed, f"allowed source {allowed} (control):\n" + v.explain()
+    expect(v, f"allowed source {allowed} (control)")
     obs = probe(cluster.client, lb_ip, 80, proto.lower(), count=4, source=denied,
                 timeout=timing.silence_s)
 
     v = dropped(obs)
-    assert v.passed, (f"denied source {denied} (ranges: {cluster.host_cidr(allowed)}) → LB IP {lb_ip}:80/{proto}:\n"
-                      + v.explain())
+    expect(v, f"denied source {denied} (ranges: {cluster.host_cidr(allowed)}) → LB IP {lb_ip}:80/{proto}")
 
 
 @pytest.mark.behavior(
@@ -132,5 +129,24 @@ def test_nodeport_ignores_source_ranges(cluster):
     for node in cluster.nodes:
         obs = probe(cluster.client, node.ip, svc.node_port(), "tcp", count=4, source=denied)
         v = reached_only(obs, {p.name for p in pods})
-        assert v.passed, (f"source {denied} (outside {cluster.host_cidr(allowed)}) → {node.name}:{svc.node_port()} "
-                          "(nodePort):\n" + v.explain())
+        expect(v, f"source {denied} (outside {cluster.host_cidr(allowed)}) → {node.name}:{svc.node_port()} "
+                          "(nodePort)")
+
+
+@pytest.mark.behavior(
+    "service/loadbalancer/without-node-ports",
+    must="A LoadBalancer Service with allocateLoadBalancerNodePorts false (no nodePorts) MUST "
+         "still be reachable at its ingress IP, from clients and from pods.",
+    ref="https://github.com/kubernetes/enhancements/tree/master/keps/sig-network/1864-disable-lb-node-ports",
+)
+def test_load_balancer_without_node_ports_answers_on_its_ip(cluster):
+    pods = [cluster.add_pod(cluster.nodes[0]), cluster.add_pod(cluster.nodes[1])]
+    lb_ip = cluster.lb_ip(26)
+    svc = lb_service(cluster, pods, lb_ip, allocate_load_balancer_node_ports=False)
+    expect_true(all(p.node_port is None for p in svc.ports),
+                f"allocateLoadBalancerNodePorts false, yet the Service has nodePorts {svc.ports}")
+
+    for src in (cluster.client, cluster.add_pod(cluster.nodes[1])):
+        obs = probe(src, lb_ip, 80, "tcp", count=6)
+        expect_reached(obs, pods, f"{src.name} ({src.ip}) -> LB IP {lb_ip}:80 of a LoadBalancer "
+                                  "without nodePorts")

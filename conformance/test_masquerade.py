@@ -9,9 +9,7 @@ decision is made with a mark (0x4000) set in nat and acted on at POSTROUTING.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import reached_only
+from harness.api import MarkObserver, PortSpec, expect, probe, reached_only
 
 pytestmark = pytest.mark.masquerade
 
@@ -39,7 +37,7 @@ def test_pod_to_clusterip_is_not_masqueraded(cluster, same_node):
     obs = probe(src, svc.cluster_ip, 80, "tcp", count=6)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, v.explain()
+    expect(v)
     assert seen_sources(obs) == {src.ip}, (
         f"pod {src.name} ({src.ip}) → ClusterIP: endpoints saw sources {seen_sources(obs)}; "
         "pod traffic must keep its own address"
@@ -58,7 +56,7 @@ def test_external_client_to_clusterip_is_masqueraded(cluster):
     obs = probe(cluster.client, svc.cluster_ip, 80, "tcp", count=6)
 
     v = reached_only(obs, {p.name for p in pods})
-    assert v.passed, v.explain()
+    expect(v)
     nodes = node_addresses(cluster)
     assert seen_sources(obs) <= nodes, (
         f"client {cluster.client.ip} → ClusterIP: endpoints saw {seen_sources(obs)}, expected "
@@ -79,7 +77,7 @@ def test_external_client_to_nodeport_is_masqueraded(cluster):
     for node in cluster.nodes:
         obs = probe(cluster.client, node.ip, svc.node_port(), "tcp", count=6)
         v = reached_only(obs, {p.name for p in pods})
-        assert v.passed, v.explain()
+        expect(v)
         assert seen_sources(obs) <= nodes, (
             f"client → {node.name}:{svc.node_port()}: endpoints saw {seen_sources(obs)}, "
             f"expected node addresses {sorted(nodes)}"
@@ -98,7 +96,7 @@ def test_pod_reaching_itself_through_its_service_is_masqueraded(cluster):
     obs = probe(pod, svc.cluster_ip, 80, "tcp", count=4)
 
     v = reached_only(obs, {pod.name})
-    assert v.passed, v.explain()
+    expect(v)
     assert pod.ip not in seen_sources(obs), (
         f"hairpin: {pod.name} reached itself through {svc.cluster_ip} and saw its own address "
         f"{pod.ip}; the reply would bypass the node's conntrack (kubernetes#13375)"
@@ -123,8 +121,6 @@ MARK_FLOWS = [
 @pytest.mark.requires("masquerade-mark")
 @pytest.mark.parametrize("flow,where,marked", MARK_FLOWS, ids=[f[0] for f in MARK_FLOWS])
 def test_masquerade_mark_is_set_on_exactly_the_masqueraded_flows(cluster, flow, where, marked):
-    from harness.netfilter import MarkObserver
-
     gateway = cluster.nodes[0]  # the client's route to Services, and the pod source's node
     endpoint = cluster.add_pod(gateway)
     svc = cluster.create_service([endpoint], ports=[PortSpec(80, 8080, "TCP")], type="NodePort")
@@ -141,7 +137,7 @@ def test_masquerade_mark_is_set_on_exactly_the_masqueraded_flows(cluster, flow, 
         n_marked, n_unmarked = observer.read()
 
     v = reached_only(obs, {endpoint.name})
-    assert v.passed, v.explain()
+    expect(v)
     expected = (count, 0) if marked else (0, count)
     assert (n_marked, n_unmarked) == expected, (
         f"{flow}: {n_marked} new flows carried the mark 0x4000 and {n_unmarked} did not, at "

@@ -6,9 +6,7 @@ Service that has no ready or serving endpoints (kubernetes/kubernetes#43969, #72
 
 import pytest
 
-from harness.model import EndpointSpec, PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import reached_only, refused
+from harness.api import EndpointSpec, PortSpec, expect, expect_refused, probe, reached_only, refused
 
 pytestmark = [pytest.mark.no_endpoints, pytest.mark.requires("reject-no-endpoints")]
 
@@ -32,7 +30,7 @@ def test_clusterip_without_endpoints_is_refused_with_icmp(cluster, proto, where)
     obs = probe(src, svc.cluster_ip, 80, proto.lower(), count=3)
 
     verdict = refused(obs, icmp=PORT_UNREACHABLE)
-    assert verdict.passed, verdict.explain()
+    expect(verdict)
 
 
 @pytest.mark.behavior(
@@ -47,13 +45,40 @@ def test_refusal_comes_and_goes_with_endpoints(cluster, proto):
     p = proto.lower()
 
     v = refused(probe(src, svc.cluster_ip, 80, p, count=2), icmp=PORT_UNREACHABLE)
-    assert v.passed, "before any endpoint:\n" + v.explain()
+    expect(v, "before any endpoint")
 
     pod = cluster.add_pod(cluster.nodes[0])
     svc.set_endpoints([pod])
     v = reached_only(probe(src, svc.cluster_ip, 80, p, count=4), {pod.name})
-    assert v.passed, "after adding an endpoint:\n" + v.explain()
+    expect(v, "after adding an endpoint")
 
     svc.set_endpoints([])
     v = refused(probe(src, svc.cluster_ip, 80, p, count=2), icmp=PORT_UNREACHABLE)
-    assert v.passed, "after removing the endpoint:\n" + v.explain()
+    expect(v, "after removing the endpoint")
+
+
+@pytest.mark.behavior(
+    "service/no-endpoints/external-addresses-refused-icmp",
+    must="A Service with no endpoints MUST refuse TCP and UDP traffic to its LoadBalancer "
+         "ingress IP and to its external IPs with ICMP port unreachable.",
+    ref="https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go",
+)
+@pytest.mark.loadbalancer
+@pytest.mark.externalips
+@pytest.mark.parametrize("proto", ["TCP", "UDP"])
+@pytest.mark.parametrize("address", ["lb-ip", "external-ip"])
+def test_external_addresses_without_endpoints_are_refused(cluster, proto, address):
+    # kube-proxy: filter KUBE-EXTERNAL-SERVICES REJECT per external IP and LB IP (iptables),
+    # the no-endpoint-services map (nftables). The test bed routes both ranges to nodes[0].
+    ports = [PortSpec(80, 8080, proto)]
+    if address == "lb-ip":
+        ip = cluster.lb_ip(52)
+        cluster.create_service([], ports=ports, type="LoadBalancer", load_balancer_ips=[ip])
+    else:
+        ip = cluster.external_ip(52)
+        cluster.create_service([], ports=ports, external_ips=[ip])
+
+    obs = probe(cluster.client, ip, 80, proto.lower(), count=3)
+
+    expect_refused(obs, f"client {cluster.client.ip} -> {address} {ip}:80/{proto} of a Service "
+                        "without endpoints", icmp=PORT_UNREACHABLE)

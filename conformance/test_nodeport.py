@@ -6,9 +6,7 @@ not it runs an endpoint (with externalTrafficPolicy Cluster, the default).
 
 import pytest
 
-from harness.model import PortSpec
-from harness.traffic.probe import probe
-from harness.verdicts import reached_only, refused
+from harness.api import PortSpec, expect_reached, expect_refused, probe
 
 pytestmark = pytest.mark.nodeport
 
@@ -30,8 +28,7 @@ def test_remote_client_reaches_nodeport_on_every_node(cluster, proto):
 
     for node in cluster.nodes:
         obs = probe(cluster.client, node.ip, svc.node_port(), proto.lower(), count=6)
-        verdict = reached_only(obs, {p.name for p in pods})
-        assert verdict.passed, f"via {node.name} ({node.ip}):\n" + verdict.explain()
+        expect_reached(obs, pods, f"via {node.name} ({node.ip})")
 
 
 @pytest.mark.behavior(
@@ -43,8 +40,8 @@ def test_node_reaches_nodeport_on_its_own_address(cluster):
     pods = cluster.add_pods(2)
     svc = nodeport_service(cluster, pods)
     for node in cluster.nodes:
-        verdict = reached_only(probe(node, node.ip, svc.node_port(), "tcp", count=6), {p.name for p in pods})
-        assert verdict.passed, f"from {node.name} to itself:\n" + verdict.explain()
+        obs = probe(node, node.ip, svc.node_port(), "tcp", count=6)
+        expect_reached(obs, pods, f"from {node.name} to itself")
 
 
 @pytest.mark.behavior(
@@ -60,8 +57,8 @@ def test_node_reaches_nodeport_on_localhost(cluster):
     pods = cluster.add_pods(2)
     svc = nodeport_service(cluster, pods)
     node = cluster.nodes[1]
-    verdict = reached_only(probe(node, "127.0.0.1", svc.node_port(), "tcp", count=6), {p.name for p in pods})
-    assert verdict.passed, verdict.explain()
+    obs = probe(node, "127.0.0.1", svc.node_port(), "tcp", count=6)
+    expect_reached(obs, pods, f"from {node.name} to 127.0.0.1")
 
 
 @pytest.mark.behavior(
@@ -74,8 +71,8 @@ def test_pods_and_other_nodes_reach_nodeport(cluster):
     svc = nodeport_service(cluster, pods)
     target = cluster.nodes[1]
     for src in (cluster.add_pod(cluster.nodes[0]), cluster.add_pod(target), cluster.nodes[0]):
-        verdict = reached_only(probe(src, target.ip, svc.node_port(), "tcp", count=6), {p.name for p in pods})
-        assert verdict.passed, f"from {src.name} to {target.name}:{svc.node_port()}:\n" + verdict.explain()
+        obs = probe(src, target.ip, svc.node_port(), "tcp", count=6)
+        expect_reached(obs, pods, f"from {src.name} to {target.name}:{svc.node_port()}")
 
 
 @pytest.mark.behavior(
@@ -88,5 +85,5 @@ def test_pods_and_other_nodes_reach_nodeport(cluster):
 def test_nodeport_without_endpoints_is_refused(cluster):
     svc = nodeport_service(cluster, [])
     for node in cluster.nodes:
-        verdict = refused(probe(cluster.client, node.ip, svc.node_port(), "tcp", count=3))
-        assert verdict.passed, f"via {node.name}:\n" + verdict.explain()
+        obs = probe(cluster.client, node.ip, svc.node_port(), "tcp", count=3)
+        expect_refused(obs, f"via {node.name}")

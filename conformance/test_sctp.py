@@ -9,9 +9,7 @@ targetPort, and the node's conntrack table must show the translation.
 
 import pytest
 
-from harness.model import PortSpec
-from harness.netfilter import conntrack_entries
-from harness.traffic.probe import ip_header, ip_layer, send_crafted, sniff_in
+from harness.api import PortSpec, conntrack_entries, ip_header, ip_layer, send_crafted, sniff_in
 
 pytestmark = [pytest.mark.sctp, pytest.mark.requires("sctp")]
 

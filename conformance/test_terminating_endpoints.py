@@ -10,9 +10,7 @@ endpoints.
 
 import pytest
 
-from harness.model import EndpointSpec, PortSpec
-from harness.traffic.probe import Outcome, probe
-from harness.verdicts import probe_table, reached_only
+from harness.api import EndpointSpec, Outcome, PortSpec, expect, probe, probe_table, reached_only
 
 pytestmark = pytest.mark.terminating
 
@@ -56,8 +54,8 @@ def test_serving_terminating_endpoint_is_a_fallback_only(cluster):
             svc.set_endpoints(eps)
         obs = probe(src, svc.cluster_ip, 80, "tcp", count=8)
         v = reached_only(obs, expected)
-        assert v.passed, (f"endpoints [{describe(eps)}]: pod {src.name} → ClusterIP {svc.cluster_ip}:80 "
-                          f"must reach only {sorted(expected)}\n" + v.explain())
+        expect(v, f"endpoints [{describe(eps)}]: pod {src.name} → ClusterIP {svc.cluster_ip}:80 "
+                          f"must reach only {sorted(expected)}")
 
 
 @pytest.mark.behavior(
@@ -88,8 +86,8 @@ def test_local_policy_falls_back_to_local_serving_terminating(cluster, policy):
             svc.set_endpoints(eps)
         obs = probe(src, dst, port, "tcp", count=8)
         v = reached_only(obs, expected)
-        assert v.passed, (f"{policy}TrafficPolicy Local, endpoints [{describe(eps)}]: {src.name} → "
-                          f"{dst}:{port} via {n2.name} must reach only {sorted(expected)}\n" + v.explain())
+        expect(v, f"{policy}TrafficPolicy Local, endpoints [{describe(eps)}]: {src.name} → "
+                          f"{dst}:{port} via {n2.name} must reach only {sorted(expected)}")
 
 
 @pytest.mark.behavior(

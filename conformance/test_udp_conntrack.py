@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cluster import ServiceHandle
-from harness.model import PortSpec
-from harness.netfilter import conntrack_entries, entries_text, wait_no_stale_udp
-from harness.timing import Timing
-from harness.topology.netns import Host, Node, Pod
-from harness.traffic.probe import Outcome, probe
-from harness.verdicts import reached_only, refused
+from harness.api import (
+    Host,
+    Node,
+    Outcome,
+    Pod,
+    PortSpec,
+    ServiceHandle,
+    Timing,
+    conntrack_entries,
+    entries_text,
+    expect,
+    expect_reached,
+    expect_refused,
+    expect_true,
+    probe,
+    reached_only,
+    refused,
+    wait_no_stale_udp,
+)
 
 pytestmark = pytest.mark.conntrack
 
@@ -58,12 +70,11 @@ def assert_flow_reaches(timing: Timing, svc: ServiceHandle, kept: Pod, src: Host
         left = wait_no_stale_udp(timing, node.netns, {kept.ip}, f"NodePort {port}",
                                  orig_dport=port)
     after = probe(src, dst, port, "udp", sport=SPORT, count=3)
-    v = reached_only(after, {kept.name})
-    assert v.passed and not left, (
-        f"{story}\n{v.explain()}\nstale conntrack entries on {node.name} (reply source not a "
-        f"serving endpoint) {timing.positive_s:.1f}s after the proxier acknowledged:\n"
-        f"{entries_text(left)}"
-    )
+    stale = (f"stale conntrack entries on {node.name} (reply source not a serving endpoint) "
+             f"{timing.positive_s:.1f}s after the proxier acknowledged:\n{entries_text(left)}")
+    expect_reached(after, [kept], story, details=stale)
+    expect_true(not left, f"{story}; it does, but {len(left)} stale conntrack entries remain "
+                f"on {node.name}", stale)
 
 
 @pytest.mark.behavior(
@@ -115,7 +126,7 @@ def test_udp_flow_stops_black_holing_when_endpoints_appear(cluster, timing, reco
 
     svc.update()  # published, still without endpoints
     v = refused(probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, count=2), icmp=PORT_UNREACHABLE)
-    assert v.passed, "with the Service published and no endpoints:\n" + v.explain()
+    expect(v, "with the Service published and no endpoints")
 
     pod = cluster.add_pod(cluster.nodes[0])
     assert_flow_reaches(
@@ -143,18 +154,19 @@ def test_udp_service_scaled_to_zero_and_back(cluster, timing, record_property):
 
     svc.set_endpoints([])
     v = refused(probe(src, svc.cluster_ip, 80, "udp", count=3), icmp=PORT_UNREACHABLE)
-    assert v.passed, f"new flows to the Service scaled to zero:\n{v.explain()}"
+    expect(v, "new flows to the Service scaled to zero")
     # The old flow too: its entry still DNATs to the removed pod and the REJECT rule only
     # sees new flows, so kube-proxy deletes the entries of a UDP Service left without
     # endpoints (kubernetes#139628, fixed by #139629).
     left = wait_no_stale(timing, node, svc, 80, set())
     (at_zero,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
     record_property("old_flow_at_zero_endpoints", str(at_zero))
-    v = refused([at_zero], icmp=PORT_UNREACHABLE)
-    assert v.passed and not left, (
-        f"flow {src.ip}:{SPORT}, which reached {old.name}, must be refused once the Service "
-        f"has no endpoints.\n{v.explain()}\nstale entries on {node.name}:\n{entries_text(left)}"
-    )
+    story = (f"flow {src.ip}:{SPORT}, which reached {old.name}, must be refused once the "
+             "Service has no endpoints")
+    stale = f"stale entries on {node.name}:\n{entries_text(left)}"
+    expect_refused([at_zero], story, icmp=PORT_UNREACHABLE, details=stale)
+    expect_true(not left, f"{story}; it is, but {len(left)} stale conntrack entries remain "
+                f"on {node.name}", stale)
 
     new = cluster.add_pod(cluster.nodes[0])
     assert_flow_reaches(
@@ -181,7 +193,7 @@ def test_same_port_number_on_tcp_and_udp(cluster):
     names = {p.name for p in pods}
     for proto in ("tcp", "udp"):
         v = reached_only(probe(src, svc.cluster_ip, 53, proto, count=8), names)
-        assert v.passed, f"{proto.upper()} to {svc.cluster_ip}:53:\n{v.explain()}"
+        expect(v, f"{proto.upper()} to {svc.cluster_ip}:53")
 
 
 @pytest.mark.behavior(

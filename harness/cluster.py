@@ -9,60 +9,26 @@ never share Services or pods.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness import model
 from harness.controlplane.apiserver import ApiControlPlane
-from harness.controlplane.statedir import StateDirControlPlane, SyncTimeout
+from harness.controlplane.statedir import SYSTEM_NAMESPACE, StateDirControlPlane, SyncTimeout
 from harness.model import EndpointSpec, PortSpec, ServiceSpecIn, SliceSpec
+from harness.options import ClusterOptions
 from harness.proxiers import ProxierSpec, python_executable
 from harness.proxiers.process import ProxierProcess
+from harness.timing import Timing
+from harness.topology.alloc import Allocator
+from harness.topology.netns import Client, Node, Pod
 
 TEST_NAMESPACE = "conformance"
 DEFAULT_POD_PORTS: tuple[tuple[int, str], ...] = ((8080, "tcp"), (8080, "udp"), (9090, "tcp"), (9090, "udp"))
-NODE_PORT_BASE = 30000
-HEALTH_CHECK_PORT_BASE = 32000
 SENTINEL_PORT_BASE = 20000
-
-
-class Allocations:
-    """Service-level names, ClusterIPs and node ports, unique within one ClusterEnv."""
-
-    def __init__(self, service_cidr: str, service_cidr6: str | None = None) -> None:
-        net = ipaddress.ip_network(service_cidr)
-        # .0.1 is traditionally the apiserver's; tests start further in.
-        self._ips = (str(net.network_address + i) for i in itertools.count(256 + 1))
-        # dual-stack: the other family's service range (IPv6 ClusterIPs)
-        self._ips6 = None if service_cidr6 is None else (
-            str(ipaddress.ip_network(service_cidr6).network_address + i)
-            for i in itertools.count(256 + 1))
-        self._node_ports = itertools.count(NODE_PORT_BASE)
-        self._hc_ports = itertools.count(HEALTH_CHECK_PORT_BASE)
-        self._names = itertools.count(1)
-        self.service_cidr = net
-
-    def cluster_ip(self, family: str | None = None) -> str:
-        """A free ClusterIP of the primary range, or of ``family`` ("IPv4"/"IPv6")."""
-        if family is None or family == model.family_of(str(self.service_cidr.network_address)):
-            return next(self._ips)
-        if self._ips6 is None:
-            raise ValueError(f"no {family} service range: the topology is not dual-stack "
-                             "(TopologySpec families=('IPv4', 'IPv6'))")
-        return next(self._ips6)
-
-    def node_port(self) -> int:
-        return next(self._node_ports)
-
-    def health_check_port(self) -> int:
-        return next(self._hc_ports)
-
-    def name(self, prefix: str) -> str:
-        return f"{prefix}{next(self._names)}"
 
 
 @dataclass
@@ -153,7 +119,8 @@ class ServiceHandle:
             if not hasattr(self.spec, key):
                 raise AttributeError(f"ServiceSpecIn has no field {key!r}")
             setattr(self.spec, key, value)
-        if self.spec.type in ("NodePort", "LoadBalancer"):
+        if self.spec.type in ("NodePort", "LoadBalancer") and not (
+                self.spec.type == "LoadBalancer" and self.spec.allocate_load_balancer_node_ports is False):
             for p in self.spec.ports:
                 if p.node_port is None:
                     p.node_port = self.env.alloc.node_port()
@@ -162,35 +129,56 @@ class ServiceHandle:
             self.env.sync()
 
     def delete(self, *, sync: bool = True) -> None:
+        """Delete the Service as a cluster does: the Service first, then (garbage
+        collection) its EndpointSlices, each its own generation when ``sync``."""
+        if sync:
+            self.env.controlplane.remove("Service", self.namespace, self.name)
+            self.env.sync()
         self.env.remove_service(self)
         if sync:
             self.env.sync()
+
+
+def needs_legacy_apis(proxier: ProxierSpec) -> bool:
+    """Whether the proxier is a kube-proxy release older than discovery.k8s.io/v1
+    EndpointSlices (1.22; v1.21.14 still reads v1beta1): the API then also serves Endpoints
+    and v1beta1 slices."""
+    from harness.kubebins import Version
+
+    return proxier.release is not None and Version.parse(proxier.release) < Version(22, 0)
 
 
 class ClusterEnv:
     """Topology + echo server + proxiers + control plane for one pytest worker."""
 
     def __init__(self, topology: Any, proxier: ProxierSpec, workdir: Path,
-                 timing: Any, iptables: str = "nft", control_plane: str = "statedir") -> None:
+                 options: ClusterOptions) -> None:
         self.topology = topology
         self.proxier_spec = proxier
         self.workdir = Path(workdir)
-        self.timing = timing
-        self.iptables = iptables
-        if control_plane not in ("statedir", "api"):
-            raise ValueError(f"control plane {control_plane!r}: use 'statedir' or 'api'")
-        #: "statedir" ({state_dir}/state.yaml) or "api" (a Kubernetes API, {kubeconfig})
+        self.options = options
+        self.timing = options.timing()
+        #: the reference proxier's iptables flavour ({iptables})
+        self.iptables = options.iptables
+        control_plane = options.control_plane
+        if control_plane not in ("statedir", "api", "kube-apiserver"):
+            raise ValueError(f"control plane {control_plane!r}: use 'statedir', 'api' or 'kube-apiserver'")
+        #: "statedir" ({state_dir}/state.yaml), "api" (the harness's API server, {kubeconfig})
+        #: or "kube-apiserver" (real etcd + kube-apiserver in the lan namespace, {kubeconfig})
         self.control_plane = control_plane
-        self.controlplane: StateDirControlPlane | ApiControlPlane = (
-            ApiControlPlane(self.workdir / "state", self.workdir) if control_plane == "api"
+        self.controlplane: Any = (
+            ApiControlPlane(self.workdir / "state", self.workdir,
+                            legacy_apis=needs_legacy_apis(proxier)) if control_plane == "api"
             else StateDirControlPlane(self.workdir / "state"))
+        if control_plane == "kube-apiserver":
+            from harness.controlplane.kubeapiserver import KubeApiServerControlPlane
+            self.controlplane = KubeApiServerControlPlane.for_topology(self.workdir, topology)
         resolved = getattr(topology, "resolved", None)
         self.dual_stack = bool(getattr(resolved, "dual_stack", False))
-        self.alloc = Allocations(topology.spec.service_cidr,
-                                 topology.spec.service_cidr_v6 if self.dual_stack else None)
+        #: the topology's allocator: ClusterIPs, node ports and names come from it too
+        self.alloc: Allocator = topology.alloc
         self.proxiers: dict[str, ProxierProcess] = {}
         self.services: dict[tuple[str, str], ServiceHandle] = {}
-        self._pod_names = itertools.count(1)
         self._sentinel: ServiceHandle | None = None
         self.last_sync_seconds: float | None = None
 
@@ -198,7 +186,7 @@ class ClusterEnv:
     @property
     def family(self) -> str:
         """The cluster's (primary) IP family: "IPv4" or "IPv6"."""
-        return model.family_of(str(self.alloc.service_cidr.network_address))
+        return model.family_of(str(self.topology.resolved.service.network_address))
 
     def external_ip(self, host: int) -> str:
         """Address ``host`` of the range the clients route to the gateway node as
@@ -220,25 +208,25 @@ class ClusterEnv:
 
     # --- hosts -------------------------------------------------------------------------
     @property
-    def nodes(self) -> list[Any]:
+    def nodes(self) -> list[Node]:
         return list(self.topology.nodes.values())
 
     @property
-    def clients(self) -> list[Any]:
+    def clients(self) -> list[Client]:
         return list(self.topology.clients.values())
 
     @property
-    def client(self) -> Any:
+    def client(self) -> Client:
         return self.clients[0]
 
-    def node(self, name_or_index: str | int) -> Any:
+    def node(self, name_or_index: str | int) -> Node:
         if isinstance(name_or_index, int):
             return self.nodes[name_or_index]
         return self.topology.nodes[name_or_index]
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        if isinstance(self.controlplane, ApiControlPlane):
+        if hasattr(self.controlplane, "start"):  # api, kube-apiserver
             # on the lan router address, inside the lan namespace: every node reaches it
             self.controlplane.start(self.topology.lan_netns, str(self.topology.resolved.router))
         for node in self.nodes:
@@ -248,6 +236,11 @@ class ClusterEnv:
                     [str(node.pod_cidr), node.pod_cidr6]))
             else:
                 self.controlplane.put(model.node_object(node.name, [node.ip], str(node.pod_cidr)))
+        if self.control_plane != "statedir":
+            # As an API server has its default one; state.yaml carries only what proxiers read.
+            spec = self.topology.spec
+            cidrs = [str(spec.service_cidr)] + ([str(spec.service_cidr_v6)] if self.dual_stack else [])
+            self.controlplane.put(model.service_cidr_object("kubernetes", cidrs))
         if not self.proxier_spec.has("acks"):
             self._add_sentinel()
         self._publish()
@@ -276,7 +269,7 @@ class ClusterEnv:
     def stop(self) -> None:
         for proc in self.proxiers.values():
             proc.stop()
-        if isinstance(self.controlplane, ApiControlPlane):
+        if hasattr(self.controlplane, "stop"):
             self.controlplane.stop()
 
     def check_proxiers(self) -> None:
@@ -291,15 +284,21 @@ class ClusterEnv:
 
     def _publish(self) -> int:
         if self._sentinel is not None:
-            # The sentinel's port names the generation, so a reply on it proves the
-            # proxier has applied at least this state.
-            self._sentinel.spec.ports[0].port = SENTINEL_PORT_BASE + (self.controlplane.generation + 1) % 20000
+            # The sentinel's port number and name follow the generation, so a reply on it
+            # proves the proxier has applied at least this state. The name changes the
+            # EndpointSlice too: a proxier watching Services and EndpointSlices apart has then
+            # seen both streams up to the sentinel's objects, which are published last.
+            n = (self.controlplane.generation + 1) % 20000
+            port = self._sentinel.spec.ports[0]
+            port.port, port.name = SENTINEL_PORT_BASE + n, f"g{n}"
+            self._sentinel.slices = [replace(self.slice_for(self._sentinel, self._sentinel_pods),
+                                             name="svcconf-sentinel")]
             self.controlplane.put(*self._sentinel.objects())
         return self.controlplane.publish()
 
     def wait_synced(self, generation: int, first: bool = False) -> None:
         # The first sync includes the proxier's start-up (interpreter, first full restore).
-        timeout = self.timing.scale * (30.0 if first else 10.0)
+        timeout = self.timing.startup_s if first else self.timing.sync_s
         if self.proxier_spec.has("acks"):
             self.last_sync_seconds = self.controlplane.wait_applied(
                 generation, self.proxiers, timeout, self.check_proxiers
@@ -312,11 +311,11 @@ class ClusterEnv:
         Service whose port changes with every generation (see ``_wait_by_probing``)."""
         pods = [self.topology.add_pod(f"sentinel{i + 1}", n.name, ports=[(8080, "tcp")])
                 for i, n in enumerate(self.nodes)]
-        spec = ServiceSpecIn(name="svcconf-sentinel", namespace="svcconf-system",
+        spec = ServiceSpecIn(name="svcconf-sentinel", namespace=SYSTEM_NAMESPACE,
                              ports=[PortSpec(SENTINEL_PORT_BASE, 8080, "TCP", "")],
                              cluster_ip=self.alloc.cluster_ip())
         self._sentinel = ServiceHandle(self, spec)
-        self._sentinel.slices = [self.slice_for(self._sentinel, pods)]
+        self._sentinel_pods = pods
 
     def _wait_by_probing(self, generation: int, timeout: float) -> float:
         from harness.traffic.probe import Outcome, probe
@@ -354,7 +353,7 @@ class ClusterEnv:
             for pod in self.topology.pods.values():
                 counts[pod.node.name if hasattr(pod.node, "name") else pod.node] += 1
             node_name = min(counts, key=lambda n: (counts[n], n))
-        return self.topology.add_pod(name or f"pod{next(self._pod_names)}", node_name, ports=list(ports))
+        return self.topology.add_pod(name or f"pod{self.alloc.next_index('pod-name')}", node_name, ports=list(ports))
 
     def remove_pod(self, pod: Any) -> None:
         self.topology.remove_pod(pod if isinstance(pod, str) else pod.name)
@@ -380,7 +379,7 @@ class ClusterEnv:
         endpoints = list(endpoints)
         families = svc.ip_families
         if len(families) == 1:
-            return [self.slice_for(svc, endpoints)]
+            return self._keep_names(svc, [self.slice_for(svc, endpoints)])
         out = []
         for fam in families:
             eps = [e if isinstance(e, EndpointSpec) else
@@ -390,7 +389,16 @@ class ClusterEnv:
             s = self.slice_for(svc, [e for e in eps if model.family_of(e.ip) == fam])
             s.address_type = fam
             out.append(s)
-        return out
+        return self._keep_names(svc, out)
+
+    @staticmethod
+    def _keep_names(svc: ServiceHandle, slices: list[SliceSpec]) -> list[SliceSpec]:
+        # As the EndpointSlice controller does, a Service's slices are updated in place: a
+        # new name would reach a proxier as a DELETED then an ADDED event, and between the
+        # two it may briefly see (and refuse) a Service without endpoints.
+        for new, old in zip(slices, svc.slices, strict=False):  # a family may come or go
+            new.name = old.name
+        return slices
 
     def create_service(self, endpoints: Iterable[Any] = (), *, ports: Sequence[PortSpec] | None = None,
                        type: str = "ClusterIP", name: str | None = None, sync: bool = True,
@@ -406,7 +414,8 @@ class ClusterEnv:
             fields["cluster_ips"] = [self.alloc.cluster_ip(f) for f in ip_families]
             fields.setdefault("cluster_ip", fields["cluster_ips"][0])
         ports = [PortSpec(**vars(p)) for p in (ports or [PortSpec(80, 8080, "TCP", "")])]
-        if type in ("NodePort", "LoadBalancer"):
+        if type == "NodePort" or (type == "LoadBalancer"
+                                   and fields.get("allocate_load_balancer_node_ports") is not False):
             for p in ports:
                 if p.node_port is None:
                     p.node_port = self.alloc.node_port()
@@ -444,31 +453,77 @@ class ClusterEnv:
 
 
 class ClusterScope:
-    """What one test sees: the env's hosts, plus pods and Services it removes afterwards."""
+    """What one test sees: the cluster's hosts and addresses, and the pods and Services the
+    test creates (removed when it ends). Anything else is on ``env`` (``ClusterEnv``)."""
 
     def __init__(self, env: ClusterEnv) -> None:
         self.env = env
-        self._pods: list[Any] = []
+        self._pods: list[Pod] = []
         self._services: list[ServiceHandle] = []
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.env, name)
+    # --- hosts and addresses (the env's) -------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        """The nodes, in order (``node1``, ``node2``, ...)."""
+        return self.env.nodes
 
-    def add_pod(self, node: Any = None, ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS,
-                name: str | None = None) -> Any:
+    @property
+    def clients(self) -> list[Client]:
+        """The hosts outside the cluster, on the lan."""
+        return self.env.clients
+
+    @property
+    def client(self) -> Client:
+        """The first client."""
+        return self.env.client
+
+    def node(self, name_or_index: str | int) -> Node:
+        return self.env.node(name_or_index)
+
+    @property
+    def family(self) -> str:
+        """The cluster's (primary) IP family: "IPv4" or "IPv6"."""
+        return self.env.family
+
+    @property
+    def timing(self) -> Timing:
+        return self.env.timing
+
+    def external_ip(self, host: int) -> str:
+        """Address ``host`` of the external-IP range (see ``ClusterEnv.external_ip``)."""
+        return self.env.external_ip(host)
+
+    def lb_ip(self, host: int) -> str:
+        """Address ``host`` of the load-balancer ingress range."""
+        return self.env.lb_ip(host)
+
+    host_cidr = staticmethod(ClusterEnv.host_cidr)
+
+    def new_node_port(self) -> int:
+        """A nodePort no Service uses yet (for a test that changes one)."""
+        return self.env.alloc.node_port()
+
+    # --- this test's pods and Services ---------------------------------------------------
+
+    def add_pod(self, node: Node | str | None = None,
+                ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS,
+                name: str | None = None) -> Pod:
+        """A pod running the echo server on ``ports``, on ``node`` (default: the node with
+        the fewest pods)."""
         pod = self.env.add_pod(node, ports, name)
         self._pods.append(pod)
         return pod
 
-    def add_pods(self, count: int, node: Any = None,
-                 ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS) -> list[Any]:
+    def add_pods(self, count: int, node: Node | str | None = None,
+                 ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS) -> list[Pod]:
         return [self.add_pod(node, ports) for _ in range(count)]
 
-    def remove_pod(self, pod: Any) -> None:
+    def remove_pod(self, pod: Pod) -> None:
         self.env.remove_pod(pod)
         self._pods = [p for p in self._pods if p.name != pod.name]
 
     def create_service(self, endpoints: Iterable[Any] = (), **kw: Any) -> ServiceHandle:
+        """Publish a Service and wait until every proxier has it (``ClusterEnv.create_service``)."""
         svc = self.env.create_service(endpoints, **kw)
         self._services.append(svc)
         return svc

@@ -28,7 +28,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+from servicemodel.names import SERVICE_NAME_LABEL
 
 
 @dataclass
@@ -66,6 +66,8 @@ class SliceSpec:
     endpoints: list[EndpointSpec]
     ports: list[tuple[str, int, str]]
     address_type: str = "IPv4"
+    #: labels beyond kubernetes.io/service-name and managed-by (e.g. service.kubernetes.io/headless)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +90,11 @@ class ServiceSpecIn:
     #: every clusterIP, primary (= ``cluster_ip``) first: two families make a dual-stack
     #: Service (``ipFamilyPolicy: RequireDualStack``); empty means ``[cluster_ip]``
     cluster_ips: list[str] = field(default_factory=list)
+    #: type ExternalName: the DNS name (the Service then has no clusterIP)
+    external_name: str | None = None
+    #: type LoadBalancer: False publishes ``allocateLoadBalancerNodePorts: false`` (no
+    #: nodePorts); None leaves the field unset
+    allocate_load_balancer_node_ports: bool | None = None
 
 
 def family_of(ip: str) -> str:
@@ -119,16 +126,21 @@ def service_object(spec: ServiceSpecIn) -> dict[str, Any]:
                 ingress=[LoadBalancerIngress(ip=ip, ipMode="VIP") for ip in spec.load_balancer_ips]
             )
         )
-    cluster_ips = spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else [])
+    external_name = spec.type == "ExternalName"
+    cluster_ips = [] if external_name else (spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else []))
     families = [family_of(ip) for ip in cluster_ips] or ["IPv4"]
     svc = Service(
         metadata=ObjectMeta(name=spec.name, namespace=spec.namespace, labels=spec.labels or None),
         spec=ServiceSpec(
             type=spec.type,
-            clusterIP=spec.cluster_ip,
+            clusterIP=None if external_name else spec.cluster_ip,
             clusterIPs=cluster_ips or None,
-            ipFamilies=families,
-            ipFamilyPolicy="SingleStack" if len(families) == 1 else "RequireDualStack",
+            ipFamilies=None if external_name else families,
+            ipFamilyPolicy=None if external_name else (
+                "SingleStack" if len(families) == 1 else "RequireDualStack"),
+            externalName=spec.external_name if external_name else None,
+            allocateLoadBalancerNodePorts=(spec.allocate_load_balancer_node_ports
+                                           if spec.type == "LoadBalancer" else None),
             ports=ports,
             sessionAffinity=affinity or "None",
             sessionAffinityConfig=affinity_config,
@@ -137,7 +149,7 @@ def service_object(spec: ServiceSpecIn) -> dict[str, Any]:
                 if spec.type in ("NodePort", "LoadBalancer")
                 else None
             ),
-            internalTrafficPolicy=spec.internal_traffic_policy or "Cluster",
+            internalTrafficPolicy=None if external_name else (spec.internal_traffic_policy or "Cluster"),
             externalIPs=spec.external_ips or None,
             loadBalancerSourceRanges=spec.source_ranges or None,
             healthCheckNodePort=spec.health_check_node_port,
@@ -162,7 +174,8 @@ def endpoint_slice_object(service: str, namespace: str, spec: SliceSpec) -> dict
         metadata=ObjectMeta(
             name=spec.name,
             namespace=namespace,
-            labels={SERVICE_NAME_LABEL: service, "endpointslice.kubernetes.io/managed-by": "svc-conformance"},
+            labels={**spec.labels, SERVICE_NAME_LABEL: service,
+                    "endpointslice.kubernetes.io/managed-by": "svc-conformance"},
         ),
         endpoints=endpoints,
         ports=ports,
@@ -180,6 +193,19 @@ def node_object(name: str, addresses: Sequence[str], pod_cidr: str | None = None
         status=NodeStatus(addresses=[NodeAddress(type="InternalIP", address=a) for a in addresses]),
     )
     return node.to_dict()
+
+
+def service_cidr_object(name: str, cidrs: Sequence[str]) -> dict[str, Any]:
+    """A ``networking.k8s.io/v1`` ServiceCIDR, Ready, as the API server keeps its default one
+    (``kubernetes``); nftables-mode kube-proxy reads them to drop unallocated ClusterIPs."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+        "metadata": {"name": name},
+        "spec": {"cidrs": list(cidrs)},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "",
+                                   "message": "Kubernetes Service CIDR is ready",
+                                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+    }
 
 
 def slice_ports_for(service_ports: Iterable[PortSpec], pod_port_names: dict[str, int] | None = None

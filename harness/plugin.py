@@ -1,7 +1,11 @@
-"""The harness as a pytest plugin: options, markers, fixtures, evidence and report hooks.
+"""The harness as a pytest plugin: options, markers, fixtures and the cluster life cycle.
 
 Loaded by the project's conftest.py. Fixtures:
 
+``cluster_options`` (session)
+    The run's ``harness.options.ClusterOptions``: every option a cluster depends on,
+    read once. Every cluster below (and every scenario) is started from it by
+    ``harness.lifecycle.running_cluster``.
 ``proxier_spec`` (session)
     The proxier under test (``--proxier``/``--proxier-cmd``), with its declared capabilities.
 ``timing`` (session)
@@ -11,7 +15,7 @@ Loaded by the project's conftest.py. Fixtures:
     derived from it and the test id.
 ``cluster_env`` (session, one per xdist worker)
     Network namespaces (``--nodes`` nodes, ``--clients`` clients, ``--pod-network``), the echo
-    server, and the proxier running on every node. Depends on the three above.
+    server, and the proxier running on every node. Depends on cluster_options.
 ``cluster`` (function)
     A ``ClusterScope`` over ``cluster_env``: create pods and Services; both are removed when
     the test ends. Example::
@@ -24,54 +28,35 @@ Loaded by the project's conftest.py. Fixtures:
     For a module that needs a topology of its own (IPv6, dual-stack): the fixtures
     ``<name>_env`` (module) and ``<name>`` (function), the pair ``cluster_env`` / ``cluster``
     over ``spec``. Example: ``cluster6_env, cluster6 = scoped_cluster(spec, "cluster6")``.
+
+Also registered from here: ``harness.evidence`` (what a failure carries),
+``harness.reporting`` (JSON records) and ``harness.scenario_plugin`` (scenario files).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-from harness.proxiers import CAPABILITIES, ProxierConfigError, resolve
-
-if TYPE_CHECKING:
-    from harness.topology.spec import TopologySpec
+from harness.cluster import ClusterEnv, ClusterScope
+from harness.features import FEATURE_MARKERS
+from harness.lifecycle import ClusterStartFailed, require_root, running_cluster
+from harness.options import ClusterOptions
+from harness.proxiers import CAPABILITIES, ProxierConfigError, ProxierSpec
+from harness.timing import Timing
+from harness.topology.spec import TopologySpec
 
 # The report plugin has options of its own (--known-gaps): it must be registered before
 # the command line is parsed, so here rather than in pytest_configure.
-pytest_plugins = ["harness.reporting", "harness.scenario_plugin"]
+pytest_plugins = ["harness.evidence", "harness.reporting", "harness.scenario_plugin",
+                  "harness.preflight"]
 
-FEATURE_MARKERS = {
-    "dnat": "ClusterIP DNAT to the Service's ready endpoints",
-    "distribution": "load-balancing distribution over endpoints",
-    "affinity": "sessionAffinity ClientIP",
-    "nodeport": "NodePort reachability",
-    "no_endpoints": "Services without endpoints are refused",
-    "masquerade": "SNAT / masquerade and the masquerade mark",
-    "externalips": "spec.externalIPs",
-    "loadbalancer": "LoadBalancer ingress IPs and loadBalancerSourceRanges",
-    "traffic_policy": "externalTrafficPolicy / internalTrafficPolicy Local",
-    "hairpin": "a pod reaching itself through its Service",
-    "terminating": "terminating endpoints and their fallback",
-    "conntrack": "UDP flows and conntrack cleanup",
-    "invalid": "INVALID packets (kube-proxy's ct state INVALID drop)",
-    "churn": "endpoint churn while traffic flows",
-    "restart": "proxier restarts and flushed rules",
-    "slices": "multiple EndpointSlices, selector-less Services, proxy labels, type changes",
-    "ipv6": "IPv6 and dual-stack Services",
-    "sctp": "SCTP Services",
-    "scenario": "declarative scenario files (scenarios/)",
-    "smoke": "the harness itself: topology, echo, probes",
-    "slow": "takes more than a few seconds",
-}
 
 _EVIDENCE_KEY = pytest.StashKey[list[tuple[str, str]]]()
 
@@ -90,9 +75,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--proxier-version", default=None,
                 help="the proxier's version as the report should state it (e.g. the output "
                      "of 'kube-proxy --version'); the reference proxier knows its own")
-    g.addoption("--control-plane", choices=("statedir", "api"), default="statedir",
-                help="how state reaches the proxier: {state_dir}/state.yaml (default), or a "
-                     "Kubernetes API server on the lan ({kubeconfig}; list+watch)")
+    g.addoption("--kube-proxy-version", default=None, metavar="v1.MINOR.PATCH",
+                help="release of real kube-proxy for --proxier kube-proxy / kube-proxy-nft "
+                     "(built with: python -m harness.kubebins build VERSION; default: the "
+                     "pinned newest)")
+    g.addoption("--control-plane", choices=("statedir", "api", "kube-apiserver"), default="statedir",
+                help="how state reaches the proxier: {state_dir}/state.yaml (default), the "
+                     "harness's Kubernetes API server on the lan ({kubeconfig}; list+watch), or "
+                     "real etcd + kube-apiserver in the lan namespace (Go-built binaries; TLS)")
     g.addoption("--iptables", choices=("nft", "legacy"), default="nft",
                 help="iptables flavour for the reference proxier (default: nft)")
     g.addoption("--nodes", type=int, default=2, help="nodes in the test cluster (default 2)")
@@ -131,6 +121,11 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         seed = random.SystemRandom().randrange(1, 2**31)
     config.stash[_SEED] = seed
+    if config.getoption("control_plane", None) == "kube-apiserver" and workerinput is None:
+        from harness.controlplane.kubeapiserver import binaries_missing
+
+        if (missing := binaries_missing()) is not None:
+            raise pytest.UsageError(f"--control-plane kube-apiserver: {missing}")
     # Reports (JSON records, HTML) live in their own plugin module.
     if not config.pluginmanager.has_plugin("harness.reporting"):
         config.pluginmanager.import_plugin("harness.reporting")
@@ -143,6 +138,11 @@ _SEED = pytest.StashKey[int]()
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist: every worker uses the controller's seed."""
     node.workerinput["svc_seed"] = node.config.stash[_SEED]
+
+
+def run_seed_of(config: pytest.Config) -> int | None:
+    """The run's seed (``--seed``, or drawn at start and shared with xdist workers)."""
+    return config.stash.get(_SEED, None)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -190,40 +190,56 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         needed.append("ipv6")  # every check on the session cluster runs over IPv6
     if not needed:
         return
-    try:
-        spec = _spec(item.config)
-    except ProxierConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    spec = proxier_spec_of(item.config)
     missing = [c for c in needed if not spec.has(c)]
     if missing:
         pytest.skip(f"proxier {spec.name!r} does not declare {', '.join(missing)} "
                     f"({'; '.join(CAPABILITIES.get(c, c) for c in missing)})")
 
 
-def _spec(config: pytest.Config) -> Any:
-    return resolve(config.getoption("proxier"), config.getoption("proxier_cmd"),
-                   config.getoption("proxier_capabilities"), config.getoption("proxier_version"))
+def options_of(config: pytest.Config) -> ClusterOptions:
+    """The run's ``ClusterOptions``, read from the command line once per config."""
+    options = config.stash.get(_OPTIONS, None)
+    if options is None:
+        options = config.stash[_OPTIONS] = ClusterOptions.from_config(config)
+    return options
+
+
+def proxier_spec_of(config: pytest.Config) -> ProxierSpec:
+    """The proxier under test, resolved once per process (an adapter may run its binary);
+    a bad selection is a usage error saying what to do."""
+    spec = config.stash.get(_SPEC, None)
+    if spec is None:
+        try:
+            spec = config.stash[_SPEC] = options_of(config).proxier_spec()
+        except ProxierConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return spec
+
+
+_OPTIONS = pytest.StashKey[ClusterOptions]()
+_SPEC = pytest.StashKey[ProxierSpec]()
 
 
 # --- fixtures ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def proxier_spec(pytestconfig: pytest.Config) -> Any:
-    """The proxier under test (session). Depends on: options. Example: ``proxier_spec.has("affinity")``."""
-    try:
-        return _spec(pytestconfig)
-    except ProxierConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
+def cluster_options(pytestconfig: pytest.Config) -> ClusterOptions:
+    """The run's cluster options (session): control plane, proxier, flavour, family, pod
+    network, timing. Example: ``options.control_plane == "api"``."""
+    return options_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def timing(pytestconfig: pytest.Config) -> Any:
-    """Harness timeouts (session), scaled by --timeout-scale. Example: ``timing.silence_s``."""
-    from harness.timing import default_timing
+def proxier_spec(pytestconfig: pytest.Config) -> ProxierSpec:
+    """The proxier under test (session). Depends on: cluster_options. Example: ``proxier_spec.has("affinity")``."""
+    return proxier_spec_of(pytestconfig)
 
-    base = default_timing()
-    scale = pytestconfig.getoption("timeout_scale")
-    return base.scaled(scale) if scale else base
+
+@pytest.fixture(scope="session")
+def timing(cluster_options: ClusterOptions) -> Timing:
+    """Harness timeouts (session), scaled by --timeout-scale. Example: ``timing.silence_s``."""
+    return cluster_options.timing()
 
 
 @pytest.fixture(scope="session")
@@ -239,82 +255,61 @@ def rng(run_seed: int, request: pytest.FixtureRequest) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: network namespaces and netfilter (run: sudo bash run.sh conformance)")
-
-
 @contextmanager
-def _running_env(config: pytest.Config, proxier_spec: Any, timing: Any, spec: Any,
-                 workdir: Path) -> Iterator[Any]:
-    """Topology + proxiers for ``spec``, torn down afterwards (kept with --keep-on-failure
-    after a failed test); a proxier that crashes or never syncs fails without a traceback."""
-    _require_root()
-    from harness.cluster import ClusterEnv
-    from harness.controlplane.statedir import SyncTimeout
-    from harness.proxiers.process import ProxierCrashed
-    from harness.topology.netns import Topology
+def cluster_for_test(config: pytest.Config, spec: TopologySpec, workdir: Path, *,
+                 proxier: ProxierSpec | None = None, pod_network_pinned: bool = False,
+                 keep: Callable[[], bool] | None = None) -> Iterator[ClusterEnv]:
+    """``harness.lifecycle.running_cluster`` for a test: ``spec`` with the run's options
+    applied (``--pod-network`` unless pinned), skipped without root, a proxier that
+    crashes or never syncs failing the test without a harness traceback, and the
+    namespaces kept after a failure with ``--keep-on-failure`` (the hint goes to the
+    terminal). Used by every cluster fixture and by the scenario runner."""
+    require_root()
+    options = options_of(config)
+    spec = options.apply_to(spec, pod_network_pinned=pod_network_pinned)
 
-    topo = Topology(spec, timing=timing)
-    topo.start()
-    env = None
-    try:
-        control_plane = config.getoption("control_plane", "statedir") or "statedir"
-        env = ClusterEnv(topo, proxier_spec, workdir, timing, iptables=config.getoption("iptables"),
-                         control_plane=control_plane)
-        try:
-            env.start()
-        except (ProxierCrashed, SyncTimeout) as exc:
-            # A proxier that crashes or never syncs is the finding; no harness traceback.
-            pytest.fail(f"proxier {proxier_spec.name!r} did not start (control plane "
-                        f"{control_plane}): {exc}", pytrace=False)
-        yield env
-    finally:
-        if config.getoption("keep_on_failure") and config.stash.get(_FAILED, False):
-            _print_keep_hint(config, topo, workdir)
+    def say(text: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(text)
         else:
-            if env is not None:
-                env.stop()
-            topo.close()
+            print(text)
+
+    try:
+        with running_cluster(options, spec, workdir, proxier=proxier or proxier_spec_of(config),
+                             on_keep=say,
+                             keep=keep or (lambda: config.stash.get(_FAILED, False))) as env:
+            yield env
+    except ClusterStartFailed as exc:
+        # A proxier that crashes or never syncs is the finding; no harness traceback.
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def cluster_env_for(pytestconfig: pytest.Config, proxier_spec: Any, timing: Any,
-                    tmp_path_factory: pytest.TempPathFactory) -> Any:
+def cluster_env_for(pytestconfig: pytest.Config,
+                    tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
     """A factory (session) for a test module that needs a topology of its own (IPv6,
     dual-stack): a context manager running the proxier under test on a ``TopologySpec``
-    (``scoped_cluster`` wraps it into fixtures). Depends on: proxier_spec, timing. Example::
+    (``scoped_cluster`` wraps it into fixtures). Depends on: cluster_options. Example::
 
         with cluster_env_for(TopologySpec(...), "cluster6") as env:
             yield env
     """
 
-    def make(spec: Any, name: str = "cluster") -> Any:
-        return _running_env(pytestconfig, proxier_spec, timing, spec, tmp_path_factory.mktemp(name))
+    def make(spec: TopologySpec, name: str = "cluster") -> Any:
+        return cluster_for_test(pytestconfig, spec, tmp_path_factory.mktemp(name))
 
     return make
 
 
 @pytest.fixture(scope="session")
-def cluster_env(pytestconfig: pytest.Config, cluster_env_for: Any) -> Any:
+def cluster_env(cluster_options: ClusterOptions, cluster_env_for: Any) -> Iterator[ClusterEnv]:
     """A running cluster for this worker (session): namespaces, echo server, proxier on every
-    node. Depends on: proxier_spec, timing. Example: ``cluster_env.nodes[0].ip``."""
-    from harness.topology.spec import IPV6_PLAN, ClientSpec, NodeSpec, TopologySpec
-
-    n_nodes = pytestconfig.getoption("nodes")
-    n_clients = pytestconfig.getoption("clients")
-    if n_nodes < 1 or n_clients < 1:
-        raise pytest.UsageError("--nodes and --clients must be at least 1")
-    plan = IPV6_PLAN if pytestconfig.getoption("ip_family") == "ipv6" else {}
-    spec = TopologySpec(
-        **plan,
-        nodes=[NodeSpec(name=f"node{i + 1}") for i in range(n_nodes)],
-        clients=[ClientSpec(name=f"client{i + 1}", extra_addresses=16) for i in range(n_clients)],
-        pod_network=pytestconfig.getoption("pod_network"),
-        # Bridge mode as kubelet sets it up (--hairpin-mode=hairpin-veth): without
-        # hairpin_mode a pod cannot reach itself through a Service (conformance/test_hairpin.py).
-        hairpin_mode=pytestconfig.getoption("pod_network") == "bridge",
-    )
+    node. Depends on: cluster_options. Example: ``cluster_env.nodes[0].ip``."""
+    try:
+        spec = cluster_options.session_topology()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     with cluster_env_for(spec, "cluster") as env:
         yield env
 
@@ -322,30 +317,14 @@ def cluster_env(pytestconfig: pytest.Config, cluster_env_for: Any) -> Any:
 _FAILED = pytest.StashKey[bool]()
 
 
-def _print_keep_hint(config: pytest.Config, topo: Any, workdir: Path) -> None:
-    lines = ["--keep-on-failure: the namespaces are still up. Enter one with:"]
-    for host in [*topo.nodes.values(), *topo.clients.values(), *topo.pods.values()]:
-        lines.append(f"  ip netns exec {host.netns} bash    # {host.name} {host.ip}")
-    lines.append(f"state and proxier logs: {workdir}")
-    lines.append("the next run removes them (or: ip netns list | grep PREFIX | xargs -n1 ip netns del)")
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    text = "\n".join(lines)
-    if tr is not None:
-        tr.write_line(text)
-    else:
-        print(text)
-
-
-def _test_scope(env: Any) -> Iterator[Any]:
-    from harness.cluster import ClusterScope
-
+def _test_scope(env: ClusterEnv) -> Iterator[ClusterScope]:
     scope = ClusterScope(env)
     yield scope
     scope.close()
 
 
 @pytest.fixture
-def cluster(cluster_env: Any) -> Any:
+def cluster(cluster_env: ClusterEnv) -> Iterator[ClusterScope]:
     """This test's view of the cluster (function): pods and Services it creates are removed
     afterwards. Depends on: cluster_env. Example: ``svc = cluster.create_service(cluster.add_pods(2))``."""
     yield from _test_scope(cluster_env)
@@ -373,14 +352,13 @@ def scoped_cluster(spec: TopologySpec, name: str) -> tuple[Any, Any]:
     env_name = f"{name}_env"
 
     @pytest.fixture(scope="module", name=env_name)
-    def env_fixture(pytestconfig: pytest.Config, cluster_env_for: Any) -> Iterator[Any]:
+    def env_fixture(cluster_env_for: Any) -> Iterator[ClusterEnv]:
         """A cluster of this module's own (module), from ``scoped_cluster``."""
-        with cluster_env_for(replace(spec, pod_network=pytestconfig.getoption("pod_network")),
-                             name) as env:
+        with cluster_env_for(spec, name) as env:
             yield env
 
     @pytest.fixture(name=name)
-    def scope_fixture(request: pytest.FixtureRequest) -> Iterator[Any]:
+    def scope_fixture(request: pytest.FixtureRequest) -> Iterator[ClusterScope]:
         """This test's view of the module's own cluster (function), from ``scoped_cluster``."""
         # By name: the env fixture's name is only known here.
         yield from _test_scope(request.getfixturevalue(env_name))
@@ -388,51 +366,11 @@ def scoped_cluster(spec: TopologySpec, name: str) -> tuple[Any, Any]:
     return env_fixture, scope_fixture
 
 
-# --- evidence and reports ----------------------------------------------------------------
+# --- keep-on-failure ---------------------------------------------------------------------
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     if report.when == "call" and report.failed:
-        item.config.stash[_FAILED] = True
-        env = _env_of(item)
-        if env is not None:
-            for title, text in _evidence(env):
-                report.sections.append((title, text))
-
-
-def _env_of(item: pytest.Item) -> Any:
-    """The cluster a failed test ran on, found among its fixtures (session or module env)."""
-    from harness.cluster import ClusterEnv, ClusterScope
-
-    for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, ClusterScope):
-            return value.env
-        if isinstance(value, ClusterEnv):
-            return value
-    return None
-
-
-def _evidence(env: Any) -> list[tuple[str, str]]:
-    out = []
-    for name, proc in env.proxiers.items():
-        out.append((f"proxier log, node {name} (last lines)", proc.log_tail(40)))
-    for node in env.nodes:
-        out.append((f"rules on node {node.name}", _rules(node.netns)))
-    return out
-
-
-def _rules(netns: str) -> str:
-    try:
-        from harness import netfilter
-
-        dump = netfilter.dump_rules(netns)
-        return str(dump)
-    except Exception:  # noqa: BLE001 - evidence is best effort; fall back to the raw tools
-        parts = []
-        for tool in ("iptables-nft-save", "iptables-legacy-save"):
-            r = subprocess.run(["ip", "netns", "exec", netns, tool], capture_output=True, text=True)
-            if r.stdout.strip():
-                parts.append(f"# {tool}\n{r.stdout}")
-        return "\n".join(parts) or "(no rules)"
+        item.config.stash[_FAILED] = True  # --keep-on-failure keeps the clusters up
+    return report

@@ -45,13 +45,13 @@ from typing import IO, Any
 
 import pytest
 
-from harness.proxiers import ProxierConfigError
-
-GRADES = ("pass", "fail", "skip", "xfail", "informational")
+from harness.features import FEATURE_MARKERS
+from harness.plugin import proxier_spec_of, run_seed_of
+from harness.report import GRADES
 
 # Properties that have a field of their own in the record; the rest go to "properties".
 _OWN_PROPS = {"behavior", "must", "ref", "features", "informational", "informational_message",
-              "known_gap", "statistics", "observations"}
+              "known_gap", "statistics", "observations", "flows"}
 
 
 @dataclass
@@ -67,25 +67,22 @@ class _RunState:
     jsonl: IO[str] | None = None
     known_gaps: dict[str, Any] = field(default_factory=dict)
     known_gaps_file: str | None = None
+    #: the file is the adapter's own (not --known-gaps): it covers the whole suite, so a run
+    #: of a part of it (scenarios only, one file) does not hold every id it names
+    known_gaps_default: bool = False
     html_path: Path | None = None
     html_error: str | None = None
 
 
 _STATE = pytest.StashKey[_RunState]()
-# Extra evidence a test attaches while running (harness.trace.attach_trace, attach()).
-ATTACHMENTS = pytest.StashKey[list[tuple[str, str]]]()
 
 
 def _spec(config: pytest.Config) -> Any:
-    from harness.plugin import _spec as spec
-
-    return spec(config)
-
-
-def _seed(config: pytest.Config) -> int | None:
-    from harness.plugin import _SEED
-
-    return config.stash.get(_SEED, None)
+    """The proxier under test, or None if the selection is bad (the fixtures say why)."""
+    try:
+        return proxier_spec_of(config)
+    except pytest.UsageError:
+        return None
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -101,6 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "xfails (known gaps of the proxier under test, e.g. known-gaps/NAME.yaml)")
 
 
+def _default_known_gaps(config: pytest.Config) -> str | None:
+    """The adapter's own known-gaps file (real kube-proxy: one per mode and release), used
+    when ``--known-gaps`` is not given."""
+    spec = _spec(config)  # None: the proxier fixture reports why
+    return spec.known_gaps if spec is not None else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -109,6 +113,9 @@ def pytest_configure(config: pytest.Config) -> None:
     report_dir = config.getoption("report_dir", None)
     state = _RunState(report_dir=Path(report_dir) if report_dir else None)
     gaps_file = config.getoption("known_gaps", None)
+    if not gaps_file:
+        gaps_file = _default_known_gaps(config)
+        state.known_gaps_default = gaps_file is not None
     if gaps_file:
         from harness.report.gaps import KnownGapsError, load_known_gaps
 
@@ -128,10 +135,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: see every collected item before -k/-m/--behavior deselect some, so a known
     # gap for a deselected check is not mistaken for an unknown id.
-    from harness.plugin import FEATURE_MARKERS
-
     state = config.stash[_STATE]
-    if state.known_gaps:
+    if state.known_gaps and not state.known_gaps_default:
         _check_gap_ids(state, items)
     for item in items:
         names = [m.name for m in item.iter_markers()]
@@ -162,6 +167,9 @@ def _check_gap_ids(state: _RunState, items: list[pytest.Item]) -> None:
              if m is not None and m.args}
     # A run of a few files still knows the ids of their sibling test modules.
     known |= scan_behavior_ids({Path(str(it.path)).parent for it in items})
+    # ... and of the suite's conformance checks: an adapter's default gaps file (real
+    # kube-proxy's) names them even when only scenarios run (bash run.sh bugs)
+    known |= scan_behavior_ids({Path(__file__).resolve().parents[1] / "conformance"})
     for bid, gap in state.known_gaps.items():
         if bid not in known:
             raise pytest.UsageError(str(KnownGapsError(
@@ -170,15 +178,11 @@ def _check_gap_ids(state: _RunState, items: list[pytest.Item]) -> None:
                 f"({len(known)} known ids; check for a typo or a renamed id)")))
 
 
-# --- worker side: informational checks and attached evidence --------------------------------
+# --- worker side: informational checks (evidence: harness.evidence) --------------------------------
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    attachments = item.stash.get(ATTACHMENTS, None)
-    if attachments:
-        report.sections.extend(attachments)
-        attachments.clear()
     if (report.when == "call" and report.failed and not hasattr(report, "wasxfail")
             and item.get_closest_marker("informational") is not None):
         # An informational check never fails the run: keep what it measured and why it
@@ -329,6 +333,8 @@ def grade_record(nodeid: str, phases: dict[str, dict[str, Any]]) -> dict[str, An
         "captured": captured,
         "statistics": statistics,
         "observations": props.get("observations"),
+        # a scenario's flows: [{name, step, line, outcome, expected, observed, failures}]
+        "flows": props.get("flows"),
         "known_gap": props.get("known_gap"),
         "properties": {k: v for k, v in props.items() if k not in _OWN_PROPS},
     }
@@ -385,17 +391,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def _write_index(config: pytest.Config, state: _RunState, exitstatus: int | None) -> Path:
     assert state.report_dir is not None
-    spec = None
-    try:
-        spec = _spec(config)
-    except ProxierConfigError:
-        pass
+    spec = _spec(config)
     index = {
         "schema": 2,
         "complete": exitstatus is not None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started)),
         "duration": round(time.time() - state.started, 3),
-        "seed": _seed(config),
+        "seed": run_seed_of(config),
         "exitstatus": exitstatus,
         "known_gaps_file": state.known_gaps_file,
         "environment": environment(config, spec),
@@ -420,7 +422,11 @@ def _version(argv: list[str]) -> str | None:
 
 def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
     """What the run ran on: kernel, iptables and nft versions, proxier, pod network."""
+    from harness.suite import describe
+
     return {
+        # the suite's version and every behaviour id it contains (harness.suite)
+        "suite": describe(),
         "kernel": platform.release(),
         "iptables_legacy": _version(["iptables-legacy", "--version"]),
         "iptables_nft": _version(["iptables-nft", "--version"]),
@@ -433,6 +439,8 @@ def environment(config: pytest.Config, spec: Any) -> dict[str, Any]:
         "proxier": spec.name if spec else None,
         "proxier_command": spec.command if spec else None,
         "proxier_version": spec.version if spec else None,
+        # a kube-proxy build's release: the bug table says which fixes it has
+        "proxier_release": getattr(spec, "release", None) if spec else None,
         "capabilities": sorted(spec.capabilities) if spec else None,
         "pod_network": config.getoption("pod_network", None),
         "ip_family": config.getoption("ip_family", None),

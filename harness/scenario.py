@@ -11,6 +11,15 @@ Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`
     must: A UDP flow MUST follow its Service's endpoints when they change.  # for reports
     references: [https://github.com/kubernetes/kubernetes/issues/19029]
     caught_by_fault: udp-cleanup-skipped         # tests/faulty fault reproducing the bug
+    history:                                     # where the bug is in Kubernetes' releases
+      component: kube-proxy                      # kube-proxy | kubelet | kubeadm | none
+      fixed_in: v1.23.0                          # first release with the fix | unknown | none
+      fixed_by: [https://github.com/kubernetes/kubernetes/pull/104009]
+      cherry_picks: [v1.20.11, v1.21.5]          # patch releases of older lines with it
+      introduced_in: v1.22.0                     # or unknown
+      last_buggy: v1.19.16                       # newest release still buggy | unknown | none
+      modes: [iptables, ipvs]                    # kube-proxy modes that had it (default all)
+      note: ...                                  # what else a reader should know
     known_gaps:                                  # proxiers known to fail it: strict xfail
       - {proxier: reference, reason: ...}
     features: [conntrack]                        # feature markers (harness.plugin)
@@ -42,12 +51,17 @@ Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`
 
 A flow: ``from`` is a host (client, node or pod name) or one of their addresses; ``to`` an
 address or a node name; ``expect`` a list of endpoints (``ip:port`` or pod names), or
-``reject`` (ICMP port unreachable), ``drop`` (silence), ``untouched`` (no DNAT: only the
-destination itself may answer); ``masq`` whether the endpoint must see a node address
+``reject`` (ICMP port unreachable), ``drop`` (silence), or ``{untouched: X}`` (no DNAT:
+the destination itself handles the packet, and X says how: ``reject`` (ICMP port
+unreachable), ``reset`` (TCP RST), ``drop`` (silence), or ``any`` (anything but an
+endpoint's answer, only when that is chosen on purpose)); ``masq`` whether the endpoint must see a node address
 (true) or the client's own (false). Optional: ``count`` probes, ``sport`` (a fixed source
 port: one UDP "connection" across steps), ``source`` (one of the host's addresses),
 ``distribution: uniform`` and ``affinity: true`` (statistical, harness.verdicts; the probe
-count then comes from the stated error rates unless ``count`` is given); ``interval``
+count then comes from the stated error rates unless ``count`` is given); ``reach: all``
+(each expected endpoint answers at least once: ``harness.flowcheck.reach_samples`` probes,
+21 for 2 endpoints, 37 for 3, 70 for 5, 153 for 10, so that a proxier balancing uniformly
+fails with probability <= 1e-6); ``interval``
 (affinity: the connections of each client address are made in rounds this many idle
 seconds apart, so stickiness must outlast the pause).
 """
@@ -68,9 +82,9 @@ from harness.topology.spec import (
     topology_from_objects,
     validate,
 )
+from servicemodel.names import PROTOCOLS
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-OUTCOMES = ("reject", "drop", "untouched")
+OUTCOMES = ("reject", "drop")  # and {untouched: ...} (UNTOUCHED)
 
 
 class ScenarioError(ValueError):
@@ -104,6 +118,8 @@ class Flow:
     affinity: bool = False
     interval: float = 0.0  # affinity: idle seconds between rounds of connections
     line: int = 0
+    untouched: str | None = None  # expect {untouched: X}: one of UNTOUCHED
+    reach: str | None = None  # "all": every expected endpoint must answer at least once
 
     def describe(self) -> str:
         exp = self.expect if isinstance(self.expect, str) else "{" + ", ".join(self.expect) + "}"
@@ -124,6 +140,16 @@ class Step:
     flows: list[Flow] = field(default_factory=list)
 
 
+def _v(text: str) -> Any:
+    from harness.kubebins import Version
+
+    return Version.parse(text)
+
+
+#: the first kube-proxy release with --iptables-localhost-nodeports (kubernetes#108250)
+LOCALHOST_NODEPORTS_FLAG = _v("v1.26.0")
+
+
 @dataclass
 class ProxierSettings:
     cluster_cidr: str | None = None  # None: the topology's; "": none
@@ -133,19 +159,148 @@ class ProxierSettings:
     capabilities: list[str] = field(default_factory=list)
 
     def refproxier_args(self) -> list[str]:
-        """Extra flags for the reference proxier (kube-proxy's names)."""
+        """Extra flags in kube-proxy's names and ``--flag=value`` form, which both kube-proxy
+        (pflag: a bool flag takes its value only after ``=``) and the reference proxier read."""
         out = []
         if self.masquerade_all:
             out.append("--masquerade-all")
         if self.nodeport_addresses:
-            out += ["--nodeport-addresses", ",".join(self.nodeport_addresses)]
+            out.append("--nodeport-addresses=" + ",".join(self.nodeport_addresses))
         if self.localhost_nodeports is not None:
-            out += ["--iptables-localhost-nodeports", str(self.localhost_nodeports).lower()]
+            out.append(f"--iptables-localhost-nodeports={str(self.localhost_nodeports).lower()}")
         return out
+
+    def kube_proxy_args(self, release: str | None) -> tuple[list[str], list[str]]:
+        """Extra flags for real kube-proxy ``release`` (same names as the reference's), and
+        notes on settings that release has no flag for (it then runs without them, as a
+        cluster of that release did). The cluster CIDR is the command's own flag."""
+        from harness.kubebins import Version
+
+        v = Version.parse(release) if release else None
+        out, notes = [], []
+        if self.masquerade_all:
+            out.append("--masquerade-all=true")
+        if self.nodeport_addresses:
+            out.append("--nodeport-addresses=" + ",".join(self.nodeport_addresses))
+        if self.localhost_nodeports is not None:
+            if v is None or v >= LOCALHOST_NODEPORTS_FLAG:
+                out.append(f"--iptables-localhost-nodeports={str(self.localhost_nodeports).lower()}")
+            else:
+                notes.append(f"kube-proxy {release} has no --iptables-localhost-nodeports (new in "
+                             f"{LOCALHOST_NODEPORTS_FLAG}): it runs with localhost nodePorts on")
+        return out, notes
 
     @property
     def customised(self) -> bool:
         return bool(self.refproxier_args()) or self.cluster_cidr is not None
+
+
+HISTORY_COMPONENTS = ("kube-proxy", "kubelet", "kubeadm", "none")
+PROXY_MODES = ("iptables", "ipvs", "nftables", "userspace")
+
+
+@dataclass
+class History:
+    """Where a bug is in Kubernetes' releases (``history:`` of a scenario file).
+
+    ``fixed_in`` is the first release whose line carried the fix from its start (a
+    ``v1.MINOR.0``, usually), ``cherry_picks`` the patch releases of older lines that got it;
+    ``None`` for either word ``unknown`` or ``none`` (kept in ``fixed_in_text``)."""
+
+    component: str
+    fixed_in: Any = None  # harness.kubebins.Version | None
+    fixed_in_text: str = "unknown"
+    fixed_by: list[str] = field(default_factory=list)
+    cherry_picks: list[Any] = field(default_factory=list)
+    introduced_in: Any = None
+    introduced_in_text: str = "unknown"
+    last_buggy: Any = None
+    last_buggy_text: str = "unknown"
+    modes: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def has_fix(self, release: str | Any) -> bool | None:
+        """Whether ``release`` (``v1.MINOR.PATCH``) contains the fix: at or after
+        ``fixed_in``, or at or after a cherry-pick in that cherry-pick's own line. ``None``
+        when the history does not say (no fix release known)."""
+        from harness.kubebins import Version
+
+        r = Version.parse(str(release))
+        if self.fixed_in is None:
+            return None
+        if r >= self.fixed_in:
+            return True
+        return any(c.minor == r.minor and r.patch >= c.patch for c in self.cherry_picks)
+
+    def expected_to_fail(self, release: str | Any, mode: str | None = None) -> bool | None:
+        """Whether kube-proxy ``release`` (in proxy ``mode``) is expected to fail the
+        scenario: a kube-proxy bug of that mode, the release without the fix and not older
+        than ``introduced_in``. ``None`` when that cannot be told (another component's bug,
+        or no fix release known)."""
+        from harness.kubebins import Version
+
+        if self.component != "kube-proxy":
+            return None
+        if mode and self.modes and mode not in self.modes:
+            return False
+        fixed = self.has_fix(release)
+        if fixed is None:
+            return None
+        if fixed:
+            return False
+        r = Version.parse(str(release))
+        if self.introduced_in is not None and r < self.introduced_in:
+            return False
+        return True
+
+    def status(self, release: str | Any, mode: str | None = None) -> str | None:
+        """How kube-proxy ``release`` stands to the bug, in words for reports: "before the
+        fix", "has the fix", "not affected (...)"; None when that cannot be told."""
+        if self.component != "kube-proxy":
+            return None
+        if mode and self.modes and mode not in self.modes:
+            return f"not affected ({'/'.join(self.modes)} mode only)"
+        exp = self.expected_to_fail(release, mode)
+        if exp is None:
+            return None
+        if exp:
+            return "before the fix"
+        if self.has_fix(release):
+            return "has the fix"
+        return f"not affected (introduced in {self.introduced_in_text})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The history as plain data (report records, ``user_properties``)."""
+        d: dict[str, Any] = {"component": self.component, "fixed_in": self.fixed_in_text,
+                             "fixed_by": list(self.fixed_by),
+                             "cherry_picks": [str(c) for c in self.cherry_picks],
+                             "introduced_in": self.introduced_in_text,
+                             "last_buggy": self.last_buggy_text}
+        if self.modes:
+            d["modes"] = list(self.modes)
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+def history_from_dict(d: dict[str, Any]) -> History:
+    """A History back from ``History.to_dict()`` (report records)."""
+    from harness.kubebins import BuildError, Version
+
+    def rel(text: Any) -> Any:
+        try:
+            return Version.parse(str(text))
+        except BuildError:
+            return None
+
+    return History(component=d.get("component", "none"), fixed_in=rel(d.get("fixed_in")),
+                   fixed_in_text=str(d.get("fixed_in", "unknown")),
+                   fixed_by=list(d.get("fixed_by") or []),
+                   cherry_picks=[v for v in map(rel, d.get("cherry_picks") or []) if v is not None],
+                   introduced_in=rel(d.get("introduced_in")),
+                   introduced_in_text=str(d.get("introduced_in", "unknown")),
+                   last_buggy=rel(d.get("last_buggy")), last_buggy_text=str(d.get("last_buggy", "unknown")),
+                   modes=list(d.get("modes") or []), note=str(d.get("note") or ""))
 
 
 @dataclass
@@ -165,6 +320,10 @@ class Scenario:
     known_gaps: dict[str, str] = field(default_factory=dict)
     #: the one-sentence normative statement for reports (default: from the description)
     must: str = ""
+    #: where the bug is in Kubernetes' releases (``history:``), if the file says
+    history: History | None = None
+    #: the file says ``topology.pod_network`` (else ``--pod-network`` applies)
+    pod_network_pinned: bool = False
 
     @property
     def name(self) -> str:
@@ -326,10 +485,12 @@ def _compose(path: Path, text: str) -> yaml.Node:
 
 TOP_KEYS = {"description": True, "must": False, "references": False, "caught_by_fault": False,
             "features": False, "objects": True, "topology": False, "proxier": False,
-            "flows": False, "steps": False, "known_gaps": False}
+            "flows": False, "steps": False, "known_gaps": False, "history": False}
+HISTORY_KEYS = {"component": True, "fixed_in": True, "fixed_by": False, "cherry_picks": False,
+                "introduced_in": False, "last_buggy": False, "modes": False, "note": False}
 FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
              "expect": True, "masq": False, "count": False, "sport": False, "source": False,
-             "distribution": False, "affinity": False, "interval": False}
+             "distribution": False, "affinity": False, "interval": False, "reach": False}
 TOPO_KEYS = {"pod_network": False, "hairpin_mode": False, "client_gateway": False,
              "nodes": False, "clients": False, "pods": False}
 PROXIER_KEYS = {"cluster_cidr": False, "masquerade_all": False, "nodeport_addresses": False,
@@ -361,7 +522,7 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
             raise r.err(top["references"].value[i], f"references[{i}] {ref!r} is not a URL")
     fault = r.string(top["caught_by_fault"], "caught_by_fault") if "caught_by_fault" in top else None
     features = r.strings(top["features"], "features") if "features" in top else []
-    from harness.plugin import FEATURE_MARKERS
+    from harness.features import FEATURE_MARKERS
 
     for i, f in enumerate(features):
         if f not in FEATURE_MARKERS:
@@ -388,6 +549,16 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
         raise r.err(root, "the scenario checks nothing", "add 'flows' (or a 'flows' step)")
 
     all_objects = objects + [o for s in steps for o in s.objects]
+    for o in all_objects:
+        if type(o).__name__ == "EndpointSlice":
+            for p in o.ports or ():
+                if p.name is None:
+                    raise r.err(top.get("objects") if o in objects else top.get("steps"),
+                                f"EndpointSlice {o.metadata.namespace}/{o.metadata.name}: port "
+                                f"{p.port} has no name",
+                                'write name: "" for an unnamed port, as the EndpointSlice '
+                                "controller does; real kube-proxy ignores ports with no name "
+                                "(endpointslicecache: 'Ignoring port with nil name')")
     family = _objects_family(r, root, all_objects)
     if family == "IPv6" and "ipv6" not in proxier.capabilities:
         proxier.capabilities.append("ipv6")  # replayed on an IPv6 test network
@@ -395,9 +566,73 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
     sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
                   features, lines, gaps)
     _check_references(r, sc, all_objects)
+    topo_node = top.get("topology")
+    sc.pod_network_pinned = isinstance(topo_node, yaml.MappingNode) and any(
+        k.value == "pod_network" for k, _ in topo_node.value)
     if "must" in top:
         sc.must = r.string(top["must"], "must")
+    if "history" in top:
+        sc.history = _history(r, top["history"])
     return sc
+
+
+def _release(r: _Reader, node: yaml.Node, what: str, words: tuple[str, ...]) -> tuple[Any, str]:
+    """A release (``v1.MINOR.PATCH``) or one of ``words``: (Version or None, the text)."""
+    from harness.kubebins import BuildError, Version
+
+    text = str(r.scalar(node, what)).strip()
+    if text in words:
+        return None, text
+    try:
+        return Version.parse(text), text
+    except BuildError:
+        raise r.err(node, f"{what} {text!r} is not a release",
+                    f"write v1.MINOR.PATCH or one of: {', '.join(words)}") from None
+
+
+def _history(r: _Reader, node: yaml.Node) -> History:
+    m = r.mapping(node, "history", HISTORY_KEYS)
+    comp = r.string(m["component"], "history.component")
+    if comp not in HISTORY_COMPONENTS:
+        raise r.err(m["component"], f"history.component {comp!r} is unknown",
+                    f"one of {', '.join(HISTORY_COMPONENTS)} (none: not a bug, or a configuration issue)")
+    h = History(comp)
+    h.fixed_in, h.fixed_in_text = _release(r, m["fixed_in"], "history.fixed_in", ("unknown", "none"))
+    if "fixed_by" in m:
+        h.fixed_by = r.strings(m["fixed_by"], "history.fixed_by")
+        for i, u in enumerate(h.fixed_by):
+            if not u.startswith("https://"):
+                raise r.err(m["fixed_by"].value[i], f"history.fixed_by[{i}] {u!r} is not a URL",
+                            "link the pull request")
+    if "cherry_picks" in m:
+        for i, cn in enumerate(r.sequence(m["cherry_picks"], "history.cherry_picks")):
+            v, _ = _release(r, cn, f"history.cherry_picks[{i}]", ())
+            if h.fixed_in is not None and v >= h.fixed_in:
+                raise r.err(cn, f"history.cherry_picks[{i}] {v} is not older than fixed_in "
+                            f"{h.fixed_in}", "a cherry-pick brings the fix to an older line")
+            h.cherry_picks.append(v)
+    if "introduced_in" in m:
+        h.introduced_in, h.introduced_in_text = _release(
+            r, m["introduced_in"], "history.introduced_in", ("unknown",))
+    if "last_buggy" in m:
+        h.last_buggy, h.last_buggy_text = _release(
+            r, m["last_buggy"], "history.last_buggy", ("unknown", "none"))
+    if "modes" in m:
+        h.modes = r.strings(m["modes"], "history.modes")
+        for i, md in enumerate(h.modes):
+            if md not in PROXY_MODES:
+                raise r.err(m["modes"].value[i], f"history.modes[{i}] {md!r} is unknown",
+                            f"one of {', '.join(PROXY_MODES)}")
+    if "note" in m:
+        h.note = " ".join(r.string(m["note"], "history.note").split())
+    if h.last_buggy is not None and h.has_fix(h.last_buggy):
+        raise r.err(m["last_buggy"], f"history.last_buggy {h.last_buggy} already has the fix "
+                    f"(fixed_in {h.fixed_in_text}, cherry_picks "
+                    f"{', '.join(map(str, h.cherry_picks)) or 'none'})")
+    if h.introduced_in is not None and h.last_buggy is not None and h.last_buggy < h.introduced_in:
+        raise r.err(m["last_buggy"], f"history.last_buggy {h.last_buggy} is older than "
+                    f"introduced_in {h.introduced_in}")
+    return h
 
 
 def _proxier(r: _Reader, node: yaml.Node | None) -> ProxierSettings:
@@ -486,21 +721,11 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
         if proto not in PROTOCOLS:
             raise r.err(m["protocol"], f"flow {name!r}: protocol {proto!r} unknown",
                         f"one of {', '.join(PROTOCOLS)}")
-        exp_node = m["expect"]
-        if isinstance(exp_node, yaml.ScalarNode):
-            exp: list[str] | str = r.string(exp_node, f"{w}.expect")
-            if exp not in OUTCOMES:
-                raise r.err(exp_node, f"flow {name!r}: expect {exp!r} is not an outcome",
-                            f"write {', '.join(OUTCOMES)}, or a list of endpoints (ip:port or pod names)")
-        else:
-            exp = r.strings(exp_node, f"{w}.expect")
-            if not exp:
-                raise r.err(exp_node, f"flow {name!r}: expect is an empty list",
-                            "write 'reject' or 'drop' for flows no endpoint may answer")
+        exp, untouched = _expect(r, m["expect"], name, w, proto)
         f = Flow(name=name, src=str(r.scalar(m["from"], f"{w}.from")), protocol=proto,
                  to=str(r.scalar(m["to"], f"{w}.to")),
                  port=r.integer(m["port"], f"{w}.port", 1, 65535), expect=exp,
-                 line=fn.start_mark.line + 1)
+                 line=fn.start_mark.line + 1, untouched=untouched)
         if "masq" in m:
             f.masq = r.boolean(m["masq"], f"{w}.masq")
             if isinstance(exp, str):
@@ -531,9 +756,67 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
         if f.sport and (f.distribution or f.affinity):
             raise r.err(m["sport"], f"flow {name!r}: a fixed sport is one connection; "
                         "statistical checks need many")
+        if "reach" in m:
+            f.reach = _reach(r, m["reach"], f, w)
         f._node = fn  # type: ignore[attr-defined]
         out.append(f)
     return out
+
+
+# ------------------------------------------------------------- a flow's expect (issue 16)
+
+#: what must happen to a packet the proxier leaves untouched (``expect: {untouched: ...}``)
+UNTOUCHED = ("reject", "reset", "drop", "any")
+
+
+def _expect(r: _Reader, node: yaml.Node, name: str, w: str,
+            proto: str) -> tuple[list[str] | str, str | None]:
+    """``expect``: a list of endpoints, ``reject``, ``drop``, or ``{untouched: X}`` with X
+    what the destination itself does with the untranslated packet (``any``: anything but
+    an endpoint's answer, chosen on purpose). Returns (expect, untouched)."""
+    if isinstance(node, yaml.MappingNode):
+        um = r.mapping(node, f"flow {name!r}: expect", {"untouched": True})
+        how = r.string(um["untouched"], f"{w}.expect.untouched")
+        if how not in UNTOUCHED:
+            raise r.err(um["untouched"], f"flow {name!r}: untouched {how!r} is not an outcome",
+                        f"one of {', '.join(UNTOUCHED)}")
+        if how == "reset" and proto != "TCP":
+            raise r.err(um["untouched"], f"flow {name!r}: only TCP answers with a reset",
+                        f"a closed {proto} port answers 'reject' (ICMP port unreachable)")
+        return "untouched", how
+    if isinstance(node, yaml.ScalarNode):
+        exp = r.string(node, f"{w}.expect")
+        if exp == "untouched":
+            raise r.err(node, f"flow {name!r}: 'expect: untouched' does not say what must "
+                        "happen to the untranslated packet",
+                        "write expect: {untouched: reject}, {untouched: reset}, "
+                        "{untouched: drop}, or {untouched: any} if anything but an endpoint's "
+                        "answer will do")
+        if exp not in OUTCOMES:
+            raise r.err(node, f"flow {name!r}: expect {exp!r} is not an outcome",
+                        f"write {', '.join(OUTCOMES)}, or a list of endpoints (ip:port or pod names)")
+        return exp, None
+    exps = r.strings(node, f"{w}.expect")
+    if not exps:
+        raise r.err(node, f"flow {name!r}: expect is an empty list",
+                    "write 'reject' or 'drop' for flows no endpoint may answer")
+    return exps, None
+
+
+def _reach(r: _Reader, node: yaml.Node, f: Flow, w: str) -> str:
+    """``reach: all``: each expected endpoint answers at least once (harness.flowcheck)."""
+    v = r.string(node, f"{w}.reach")
+    if v != "all":
+        raise r.err(node, f"flow {f.name!r}: reach {v!r}", "only 'all' is known")
+    why = ("it needs a list of endpoints" if not isinstance(f.expect, list)
+           else "a fixed sport is one connection, so one endpoint" if f.sport
+           else "with affinity each client reaches one endpoint" if f.affinity
+           else "the distribution check already fails on an endpoint never seen"
+           if f.distribution else "")
+    if why:
+        raise r.err(node, f"flow {f.name!r}: reach: all does not go with this flow: {why}",
+                    "drop 'reach'")
+    return v
 
 
 def _objects_family(r: _Reader, root: yaml.Node, objects: list[Any]) -> str:

@@ -10,8 +10,13 @@ Two different questions need two different waits (as in PTF's ``verify_packet`` 
   negative check costs this much, so it is shorter, but long enough that a slow reply is
   not mistaken for silence on a loaded CI machine.
 
-``scale`` multiplies both (slow machines, ``--timing-scale``). Nothing in the harness sleeps
-or waits for a literal number of seconds; it asks a ``Timing``.
+Two more deadlines belong to the proxier under test: ``startup`` for its first sync (the
+process starting, its interpreter or binary loading, its first full rule write) and
+``sync`` for applying each later generation.
+
+``scale`` multiplies all of them (slow machines, ``--timeout-scale``, or
+$SVC_CONFORMANCE_TIMING_SCALE). Nothing in the harness sleeps or waits for a literal number
+of seconds; it asks a ``Timing``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -42,9 +47,13 @@ class Timing:
     scale: float = 1.0
     #: how often ``wait_for`` re-checks its condition
     poll: float = 0.01
+    #: the proxier's first sync on every node, start-up included
+    startup: float = 30.0
+    #: the proxier applying one later generation on every node
+    sync: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.positive <= 0 or self.silence <= 0 or self.scale <= 0:
+        if min(self.positive, self.silence, self.scale, self.startup, self.sync) <= 0:
             raise ValueError(f"Timing values must be > 0, got {self!r}")
 
     @property
@@ -57,9 +66,19 @@ class Timing:
         """Seconds to listen before concluding that nothing arrives."""
         return self.silence * self.scale
 
+    @property
+    def startup_s(self) -> float:
+        """Seconds for the proxier's first sync on every node (start-up included)."""
+        return self.startup * self.scale
+
+    @property
+    def sync_s(self) -> float:
+        """Seconds for every proxier to apply one later generation."""
+        return self.sync * self.scale
+
     def scaled(self, factor: float) -> Timing:
         """A copy with ``scale`` multiplied by ``factor``."""
-        return Timing(self.positive, self.silence, self.scale * factor, self.poll)
+        return replace(self, scale=self.scale * factor)
 
     def wait_idle(self, seconds: float) -> None:
         """Stay idle for ``seconds`` because idleness is the behaviour under test (an

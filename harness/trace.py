@@ -28,10 +28,10 @@ text appears in report.json's ``evidence`` and folded under the check in report.
 
     def test_x(cluster, request):
         ...
-        if not ok:
+        if not verdict.passed:
             attach_trace(request, node.netns, flow_match(daddr=svc.cluster_ip, dport=80),
                          send=lambda: probe(source, svc.cluster_ip, 80, "tcp", count=1))
-        assert ok, verdict.explain()
+        expect(verdict, f"from {source.name}")
 
 Needs root and ``nft``. One trace at a time per namespace (the table name is fixed).
 """
@@ -46,6 +46,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from harness.evidence import attach
 
 TABLE = "svcconf_trace"
 PRIORITY = -310  # raw (-300) - 10: before iptables-nft's raw table and conntrack (-200)
@@ -196,16 +198,6 @@ def trace_probe(netns: str, match: str, send: Callable[[], Any] | None = None, *
                  "packet counters grew meanwhile (any traffic, not only this flow):\n"
                  + ("\n".join(delta) if delta else "(none)"))
     return text
-
-
-def attach(request: pytest.FixtureRequest, title: str, text: str) -> None:
-    """Attach evidence to the running check: it appears under ``evidence[title]`` in
-    report.json (for failed, xfailed and informational checks; traces for all) and folded
-    under the check in report.html."""
-    from harness.reporting import ATTACHMENTS
-
-    node = request.node
-    node.stash.setdefault(ATTACHMENTS, []).append((title, text))
 
 
 def attach_trace(request: pytest.FixtureRequest, netns: str, match: str,

@@ -4,12 +4,12 @@ As kube-proxy's informers: each kind is listed, then watched from the list's
 resourceVersion; a watch that ends is resumed from the last resourceVersion seen, and one
 that fails (410 Gone: the version is too old, or the connection broke) starts over with a
 new list. Services and EndpointSlices are selected with kube-proxy's label selector
-(``!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless``), the Node
+(Services ``!service.kubernetes.io/service-proxy-name`` and ``spec.clusterIP!=None``, EndpointSlices ``!service.kubernetes.io/headless``), the Node
 with ``metadata.name=<hostname>``.
 
 The client is lightkube's ``AsyncClient``: the three watches run as tasks of one asyncio
 loop in one thread, so lightkube's models are only ever decoded on that thread (their
-lazy type resolution is not thread-safe; see ``daemon._SerializedLoads``).
+lazy type resolution is not thread-safe; see ``runner._SerializedLoads``).
 
 Generation: watches ask for bookmarks, so each kind knows the resourceVersion up to which
 it has seen every change (its list, an event, a BOOKMARK). The generation handed to the
@@ -27,10 +27,12 @@ import random
 import threading
 from typing import Any
 
+from refproxier.backend import LoadedState
+from servicemodel.cluster import ClusterState
+from servicemodel.names import HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL
+
 log = logging.getLogger("refproxier.apiwatch")
 
-PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
-HEADLESS_LABEL = "service.kubernetes.io/headless"
 WATCH_TIMEOUT = (240, 360)  # seconds, randomised like client-go's reflector (5-10 min)
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 
@@ -61,9 +63,6 @@ class ApiSource:
     def poll(self, token: int) -> tuple[int, Any] | None:
         """``(token, LoadedState)`` if the state changed since ``token`` and every kind has
         been listed; else None."""
-        from refproxier.daemon import LoadedState
-        from servicemodel.cluster import ClusterState
-
         with self._lock:
             if self._version == token or len(self._rv) < 3:
                 return None
@@ -112,12 +111,15 @@ class ApiSource:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         client = AsyncClient(config=self._config)
-        proxy_labels = {PROXY_NAME_LABEL: operators.not_exists(), HEADLESS_LABEL: operators.not_exists()}
+        # kube-proxy's selections since v1.36 (kubernetes#134623)
+        svc_labels = {SERVICE_PROXY_NAME_LABEL: operators.not_exists()}
+        slice_labels = {HEADLESS_LABEL: operators.not_exists()}
         log.info("watching the API at %s (kubeconfig %s)", self._config.get().cluster.server,
                  self.kubeconfig)
         tasks = [
-            asyncio.create_task(self._informer(client, Service, "*", proxy_labels, None)),
-            asyncio.create_task(self._informer(client, EndpointSlice, "*", proxy_labels, None)),
+            asyncio.create_task(self._informer(client, Service, "*", svc_labels,
+                                               {"spec.clusterIP": operators.not_equal("None")})),
+            asyncio.create_task(self._informer(client, EndpointSlice, "*", slice_labels, None)),
             asyncio.create_task(self._informer(client, Node, None, None,
                                                {"metadata.name": self.hostname})),
         ]

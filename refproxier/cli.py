@@ -3,8 +3,8 @@
 Subcommands::
 
     refproxier render [flags] [--show-problems] FILE...   # print iptables-restore (or nft) input; no root
-    refproxier run --state-dir DIR [--kubeconfig F] [flags]  # the daemon (refproxier.daemon.run)
-    refproxier cleanup [flags]                           # remove rules (refproxier.daemon.cleanup)
+    refproxier run --state-dir DIR [--kubeconfig F] [flags]  # the daemon (refproxier.runner.run)
+    refproxier cleanup [flags]                           # remove rules (refproxier.runner.cleanup)
 
 Input errors are reported as one message naming the file, object and field; exit status 2.
 """
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_USAGE
             return _render(args, config)  # without --ip-family: the first node IP's
         # The daemon needs root and netfilter; import it only when asked to run.
-        from refproxier import daemon
+        from refproxier import runner
 
         if args.command == "run":
             if not args.state_dir:
@@ -241,9 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # an empty --kubeconfig= (the harness's placeholder without an API) is none
             api = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
             if len(configs) > 1:
-                return int(daemon.run_dual_stack(configs, args.state_dir, **api))
-            return int(daemon.run(config, args.state_dir, **api))
-        return max(int(daemon.cleanup(c)) for c in configs)
+                return int(runner.run_dual_stack(configs, args.state_dir, **api))
+            return int(runner.run(config, args.state_dir, **api))
+        return max(int(runner.cleanup(c)) for c in configs)
     except ModelError as e:
         print(f"refproxier: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,9 +13,10 @@ the same chain names, rule order within each chain, comments and probabilities. 
 ``jump_rules(config) -> list[JumpRule]``
     The rules kube-proxy prepends to built-in chains (``iptables -C`` then ``-I chain 1``)
     on full syncs, in the order kube-proxy ensures them.
-``CANARY_CHAIN``, ``CANARY_TABLES``
-    The empty chain kube-proxy's ``iptables.Monitor`` creates in each table with ``-N``; if
-    it disappears, rules were flushed and a full sync is due.
+``CANARY_TABLES``
+    The tables where kube-proxy's ``iptables.Monitor`` creates its empty canary chain
+    (``refproxier.netfilter_exec.CANARY_CHAIN``) with ``-N``; if it disappears, rules
+    were flushed and a full sync is due.
 
 Fault-injection points. Every decision below is a module-level function that the rest of
 this module calls through the module namespace (``_mod().name(...)``), so a test can
@@ -94,7 +95,6 @@ KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
 KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 KUBE_FIREWALL = "KUBE-FIREWALL"  # kubelet's anti-martian chain, duplicated by kube-proxy
-CANARY_CHAIN = "KUBE-PROXY-CANARY"
 CANARY_TABLES = ("mangle", "nat", "filter")
 
 SVC_PREFIX = "KUBE-SVC-"

@@ -1,6 +1,6 @@
 """Running ``nft`` for the reference proxier's nftables mode, and its daemon parts.
 
-Everything the daemon (:mod:`refproxier.daemon`) needs to run kube-proxy's nftables mode
+Everything the daemon loop (:mod:`refproxier.daemon`) needs to run kube-proxy's nftables mode
 instead of its iptables mode, behind the daemon's own interfaces, so the daemon's sync
 loop, retries, health checks and conntrack cleanup stay the same:
 
@@ -10,7 +10,7 @@ loop, retries, health checks and conntrack cleanup stay the same:
     ``delete_table``, ``list_table``.
 :func:`daemon_parts(config) -> (ops, backend)`
     Drop-in replacements for ``netfilter_exec.Iptables`` (the daemon's ``NetfilterOps``)
-    and ``daemon.DefaultBackend``. The backend renders with
+    and ``backend.DefaultBackend``. The backend renders with
     :func:`refproxier.nftables.render_nft`, passing the last *successfully applied* proxy
     state as ``previous`` (so syncs update the table in place and affinity sets keep their
     entries). With no such state (the first sync, or after a failed ``nft -f``) and a
@@ -24,7 +24,7 @@ loop, retries, health checks and conntrack cleanup stay the same:
 :func:`cleanup(config) -> int`
     Delete the ``kube-proxy`` table (exit status 0, or 1 on failure).
 
-Hook-up in the daemon's ``run``/``cleanup`` (when ``config.proxy_mode == "nftables"``)::
+Hook-up in ``refproxier.runner``'s ``run``/``cleanup`` (when ``config.proxy_mode == "nftables"``)::
 
     config = nft_exec.nftables_config(config)
     ops, backend = nft_exec.daemon_parts(config)
@@ -43,10 +43,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from refproxier.backend import DefaultBackend
 from refproxier.config import ProxierConfig
-
-# The daemon imports this module lazily (only in nftables mode), so this is no cycle.
-from refproxier.daemon import DefaultBackend
 from refproxier.netfilter_exec import RestoreResult
 from refproxier.nftables import (
     CLUSTER_IPS,
@@ -216,9 +214,9 @@ class NftOps:
         return frozenset()
 
     def chain_exists(self, table: str, chain: str) -> bool:
-        # The daemon asks for its canary in mangle, nat and filter; one table stands for
-        # all three, so ask the kernel once per round.
-        if table != "nat" or self.nft.table_exists():
+        # The daemon asks for its canary in the first canary table (mangle); in nftables
+        # mode the canary is the kube-proxy table itself, asked once per round.
+        if table != "mangle" or self.nft.table_exists():
             return True
         self._applied.state = None
         return False
@@ -231,7 +229,7 @@ class NftOps:
 
 
 class NftBackend(DefaultBackend):
-    """``daemon.DefaultBackend`` rendering nft scripts instead of iptables-restore input."""
+    """``backend.DefaultBackend`` rendering nft scripts instead of iptables-restore input."""
 
     def __init__(self, applied: _Applied, nft: Nft) -> None:
         super().__init__()

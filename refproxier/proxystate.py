@@ -20,14 +20,17 @@ from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from refproxier.config import ProxierConfig
-from servicemodel.cluster import SERVICE_NAME_LABEL, ClusterState
+from servicemodel.cluster import ClusterState
 from servicemodel.load import gc_paused
+from servicemodel.names import (
+    HEADLESS_LABEL,
+    PROTOCOLS,
+    SERVICE_NAME_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
+)
 
-SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
-HEADLESS_LABEL = "service.kubernetes.io/headless"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # API default of sessionAffinityConfig.clientIP.timeoutSeconds
-PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 @dataclass(frozen=True)
@@ -232,9 +235,12 @@ def _labels(obj: Service | EndpointSlice) -> dict[str, str]:
 
 
 def _skipped_by_labels(obj: Service | EndpointSlice) -> bool:
-    """kube-proxy's informers select only objects without these labels."""
-    labels = _labels(obj)
-    return SERVICE_PROXY_NAME_LABEL in labels or HEADLESS_LABEL in labels
+    """kube-proxy's informers (since v1.36, kubernetes#134623): Services labelled
+    service-proxy-name and EndpointSlices labelled headless are not seen; the headless label
+    on a Service (the EndpointSlice controller never copies it for a ClusterIP Service) and
+    service-proxy-name on a slice mean nothing."""
+    label = SERVICE_PROXY_NAME_LABEL if isinstance(obj, Service) else HEADLESS_LABEL
+    return label in _labels(obj)
 
 
 def _service_ports(b: _Builder, svc: Service) -> list[ServicePortInfo] | None:
@@ -366,7 +372,13 @@ def _slice_endpoints(
     for j, port in enumerate(sl.ports or []):
         if not port.port:
             continue
-        pname = port.name or ""
+        if port.name is None:
+            # kube-proxy's EndpointSliceCache ("Ignoring port with nil name"); the
+            # EndpointSlice controller always writes one, "" for an unnamed Service port
+            b.problem("EndpointSlice", ns, name, f"ports[{j}].name",
+                      'missing; kube-proxy ignores a port without a name (write name: "")')
+            continue
+        pname = port.name
         if pname not in known_names:
             b.problem(
                 "EndpointSlice", ns, name, f"ports[{j}].name",

@@ -12,9 +12,9 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from servicemodel import statedir
 from servicemodel.load import KubeObject, ModelError, load_text
+from servicemodel.names import SERVICE_NAME_LABEL
 
 #: EndpointSlice label naming the owning Service.
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass

@@ -39,7 +39,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from harness.controlplane.statedir import ObjectStore
+from harness.controlplane.legacy import LEGACY_RESOURCES, derived_objects, store_kind
+from harness.controlplane.statedir import ObjectStore, publish_order
 
 API_PORT = 6443
 HISTORY_LIMIT = 20000  # watch events kept for watches resuming from a resourceVersion
@@ -50,10 +51,16 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("api/v1", "services"): ("Service", "v1", True),
     ("api/v1", "nodes"): ("Node", "v1", False),
     ("apis/discovery.k8s.io/v1", "endpointslices"): ("EndpointSlice", "discovery.k8s.io/v1", True),
+    # nftables-mode kube-proxy drops traffic to unallocated ClusterIPs of these ranges
+    ("apis/networking.k8s.io/v1", "servicecidrs"): ("ServiceCIDR", "networking.k8s.io/v1", False),
 }
 # Events a proxier may post (kube-proxy records some): accepted and dropped.
-EVENT_RESOURCES = {("api/v1", "events"), ("apis/events.k8s.io/v1", "events")}
+EVENT_RESOURCES = {("api/v1", "events"), ("apis/events.k8s.io/v1", "events"),
+                   ("apis/events.k8s.io/v1beta1", "events")}
 SERVED_KINDS = {kind for kind, _, _ in RESOURCES.values()}
+# Older APIs that older proxiers read (kube-proxy 1.19-1.21: discovery.k8s.io/v1beta1
+# EndpointSlices, 1.18 and older: v1 Endpoints), derived from the published objects on every
+# publish when ApiState.legacy is set: harness.controlplane.legacy.
 
 
 # --- selectors ----------------------------------------------------------------------------
@@ -120,25 +127,37 @@ def parse_label_selector(selector: str | None) -> list[Requirement]:
 
 
 FIELDS = ("metadata.name", "metadata.namespace")
+#: field labels the real API supports per kind beyond metadata.name and metadata.namespace
+#: (kube-proxy lists Services with ``spec.clusterIP!=None``)
+KIND_FIELDS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
+    "Service": {"spec.clusterIP": lambda o: (o.get("spec") or {}).get("clusterIP") or "",
+                "spec.type": lambda o: (o.get("spec") or {}).get("type") or ""},
+    "Node": {"spec.unschedulable": lambda o: str(bool((o.get("spec") or {}).get("unschedulable"))).lower()},
+}
 
 
-def parse_field_selector(selector: str | None) -> list[Requirement]:
-    """Parse a fieldSelector: ``metadata.name`` and ``metadata.namespace`` with =, ==, !=."""
+def parse_field_selector(selector: str | None, kind: str | None = None) -> list[Requirement]:
+    """Parse a fieldSelector: ``metadata.name``, ``metadata.namespace`` and the fields the
+    real API supports for ``kind``, with =, ==, !=."""
+    supported = (*FIELDS, *KIND_FIELDS.get(kind or "", {}))
     reqs: list[Requirement] = []
     for part in _split_top(selector or ""):
-        m = re.match(r"^\s*([A-Za-z.]+)\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)\s*$", part)
+        m = re.match(r"^\s*([A-Za-z.]+)\s*(==|!=|=)\s*([-A-Za-z0-9_.:]*)\s*$", part)
         if not m:
             raise SelectorError(f"invalid selector: {part.strip()!r} in fieldSelector {selector!r}")
-        if m.group(1) not in FIELDS:
+        if m.group(1) not in supported:
             raise SelectorError(f"field label not supported: {m.group(1)} (supported: "
-                                f"{', '.join(FIELDS)})")
+                                f"{', '.join(supported)})")
         reqs.append(Requirement(m.group(1), "!=" if m.group(2) == "!=" else "=", (m.group(3),)))
     return reqs
 
 
 def _field_values(obj: dict[str, Any]) -> dict[str, str]:
     meta = obj.get("metadata") or {}
-    return {"metadata.name": meta.get("name") or "", "metadata.namespace": meta.get("namespace") or ""}
+    out = {"metadata.name": meta.get("name") or "", "metadata.namespace": meta.get("namespace") or ""}
+    for name, get in KIND_FIELDS.get(obj.get("kind") or "", {}).items():
+        out[name] = get(obj)
+    return out
 
 
 @dataclass(frozen=True)
@@ -149,9 +168,13 @@ class Selection:
     namespace: str | None = None
     labels: tuple[Requirement, ...] = ()
     fields: tuple[Requirement, ...] = ()
+    #: the version listed or watched (None: any); a legacy version's objects are its own
+    api_version: str | None = None
 
     def matches(self, obj: dict[str, Any] | None) -> bool:
         if obj is None or obj.get("kind") != self.kind:
+            return False
+        if self.api_version is not None and obj.get("apiVersion") != self.api_version:
             return False
         meta = obj.get("metadata") or {}
         if self.namespace is not None and (meta.get("namespace") or "") != self.namespace:
@@ -164,7 +187,7 @@ class Selection:
 # --- responses ----------------------------------------------------------------------------
 
 REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 410: "Expired",
-           500: "InternalError"}
+           422: "Invalid", 500: "InternalError"}
 
 
 def status_body(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
@@ -195,6 +218,13 @@ class WatchParams:
     since: int | None  # None: start with the current objects as ADDED
     timeout: float
     bookmarks: bool
+    #: a streaming list (``sendInitialEvents=true``): the current objects as ADDED, then a
+    #: BOOKMARK annotated ``k8s.io/initial-events-end: "true"`` (client-go's WatchListClient
+    #: waits for it before it calls its cache synced)
+    send_initial_events: bool = False
+
+
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
 # --- the state ----------------------------------------------------------------------------
@@ -203,7 +233,9 @@ class ApiState:
     """Published objects, the global resourceVersion and the event history. Thread-safe;
     ``handle`` answers one request (without sockets)."""
 
-    def __init__(self, history_limit: int = HISTORY_LIMIT) -> None:
+    def __init__(self, history_limit: int = HISTORY_LIMIT, legacy: bool = False) -> None:
+        #: also serve LEGACY_RESOURCES (for proxiers older than discovery.k8s.io/v1)
+        self.legacy = legacy
         self.cond = threading.Condition()
         self.rv = 1
         self.live: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -217,9 +249,12 @@ class ApiState:
     def apply(self, desired: dict[tuple[str, str, str], dict[str, Any]]) -> int:
         """Make ``desired`` the served state: one resourceVersion per changed object (at
         least one bump in all); returns the new global resourceVersion."""
+        if self.legacy:
+            desired = {**desired, **derived_objects(desired)}
         with self.cond:
             changed = False
-            for key in sorted(set(self.live) | set(desired)):
+            # Watch events go out in this order: the sentinel's last (see publish_order).
+            for key in sorted(set(self.live) | set(desired), key=publish_order):
                 old, want = self.live.get(key), desired.get(key)
                 if want is None:
                     self.rv += 1
@@ -284,7 +319,10 @@ class ApiState:
         if method in ("POST", "PUT", "PATCH"):
             plural = rest[2] if len(rest) >= 3 and rest[0] == "namespaces" else (rest[0] if rest else "")
             if gv is not None and (gv, plural) in EVENT_RESOURCES:
-                return Response(201, {"kind": "Event", "apiVersion": "v1", "metadata": {}})
+                # created (POST) or updated (PATCH/PUT), as the real API answers; the body,
+                # JSON or protobuf, is not read
+                return Response(201 if method == "POST" else 200,
+                                {"kind": "Event", "apiVersion": "v1", "metadata": {}})
             return Response(405, status_body(405, f"{method} is not supported on /{path}: this "
                                              "API serves Services, EndpointSlices and Nodes "
                                              "read-only (events are accepted and dropped)"))
@@ -293,12 +331,12 @@ class ApiState:
         if gv is None:
             return self._discovery(path)
         if not rest:
-            return _resource_list(gv)
+            return _resource_list(gv, self.legacy)
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
-        res = RESOURCES.get((gv, plural))
+        res = RESOURCES.get((gv, plural)) or (LEGACY_RESOURCES.get((gv, plural)) if self.legacy else None)
         if res is None or len(rest) > 2:
             return Response(404, status_body(404, f"the server could not find the requested "
                                              f"resource (/{path})"))
@@ -306,15 +344,26 @@ class ApiState:
         if namespace is not None and not namespaced:
             return Response(404, status_body(404, f"{plural} are not namespaced (/{path})"))
         if name is not None:
-            return self._get(kind, plural, namespace or "", name)
+            return self._get(store_kind(kind, api_version), plural, namespace or "", name)
         sel = Selection(kind, namespace, tuple(parse_label_selector(query.get("labelSelector"))),
-                        tuple(parse_field_selector(query.get("fieldSelector"))))
-        if query.get("watch") in ("1", "true", "True"):
+                        tuple(parse_field_selector(query.get("fieldSelector"), kind)), api_version)
+        if query.get("watch") in _TRUE:
             rv = query.get("resourceVersion") or ""
             since = None if rv in ("", "0") else _parse_rv(rv)
             timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
-            bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True")
-            return Response(200, stream=self.watch_events(WatchParams(sel, since, timeout, bookmarks)))
+            bookmarks = query.get("allowWatchBookmarks") in _TRUE
+            initial = query.get("sendInitialEvents") in _TRUE
+            invalid = _watch_list_invalid(query, initial, bookmarks)
+            if invalid:
+                return Response(422, status_body(422, f"{kind}List.meta.k8s.io \"\" is invalid: "
+                                                 f"{invalid}", "Invalid"))
+            if initial:
+                since = None  # the state now is at least as new as any rv asked for
+            return Response(200, stream=self.watch_events(
+                WatchParams(sel, since, timeout, bookmarks, send_initial_events=initial)))
+        if query.get("sendInitialEvents") is not None:
+            return Response(422, status_body(422, "sendInitialEvents: Forbidden: sendInitialEvents "
+                                             "is forbidden for list", "Invalid"))
         return self._list(kind, api_version, sel)
 
     def _discovery(self, path: str) -> Response:
@@ -327,7 +376,11 @@ class ApiState:
         if path == "apis":
             groups = [{"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
                        "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}}
-                      for g in ("discovery.k8s.io", "events.k8s.io")]
+                      for g in ("discovery.k8s.io", "events.k8s.io", "networking.k8s.io")]
+            for g in groups if self.legacy else ():  # the versions an old client looks for
+                legacy = sorted({gv.split("/")[2] for gv, _ in (*LEGACY_RESOURCES, *EVENT_RESOURCES)
+                                 if gv.startswith(f"apis/{g['name']}/") and not gv.endswith("/v1")})
+                g["versions"] += [{"groupVersion": f"{g['name']}/{v}", "version": v} for v in legacy]
             return Response(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
         return Response(404, status_body(404, f"the server could not find the requested resource (/{path})"))
 
@@ -341,6 +394,7 @@ class ApiState:
             return Response(200, copy.deepcopy(obj))
 
     def _list(self, kind: str, api_version: str, sel: Selection) -> Response:
+        # (sel.api_version keeps a legacy version's objects apart from the current one's)
         with self.cond:
             items = [copy.deepcopy(o) for k, o in sorted(self.live.items()) if sel.matches(o)]
             rv = self.rv
@@ -372,6 +426,12 @@ class ApiState:
             return
         for obj in initial:
             yield {"type": "ADDED", "object": obj}
+        if params.send_initial_events:
+            yield {"type": "BOOKMARK", "object": {
+                "kind": sel.kind, "apiVersion": sel.api_version or _api_version_of(sel.kind),
+                "metadata": {"resourceVersion": str(sent),
+                             "annotations": {INITIAL_EVENTS_END: "true"}}}}
+            bookmarked = sent
         while True:
             with self.cond:
                 while True:
@@ -398,11 +458,31 @@ class ApiState:
                 sent = e.rv
             if params.bookmarks and current > bookmarked:
                 bookmarked = sent = max(sent, current)
-                kind, api_version = sel.kind, _api_version_of(sel.kind)
+                kind, api_version = sel.kind, sel.api_version or _api_version_of(sel.kind)
                 yield {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
                                                       "metadata": {"resourceVersion": str(current)}}}
             if clock() >= deadline:
                 return
+
+
+_TRUE = ("1", "true", "True")
+
+
+def _watch_list_invalid(query: dict[str, str], initial: bool, bookmarks: bool) -> str | None:
+    """What the real API's validation says of a watch's sendInitialEvents and
+    resourceVersionMatch combination (None: valid)."""
+    match = query.get("resourceVersionMatch")
+    if initial:
+        if match != "NotOlderThan":
+            return ("resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+                    "resourceVersionMatch to NotOlderThan")
+        if not bookmarks:
+            return ("allowWatchBookmarks: Forbidden: sendInitialEvents requires setting "
+                    "allowWatchBookmarks to true")
+    elif match:
+        return ("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch "
+                "unless sendInitialEvents is provided")
+    return None
 
 
 def _event_for(sel: Selection, e: _Event) -> dict[str, Any] | None:
@@ -443,10 +523,11 @@ _VERBS = ["get", "list", "watch"]
 _SHORT_NAMES = {"services": ["svc"], "nodes": ["no"]}  # kubectl resolves "svc" through these
 
 
-def _resource_list(gv: str) -> Response:
+def _resource_list(gv: str, legacy: bool = False) -> Response:
     resources = [{"name": plural, "singularName": kind.lower(), "namespaced": ns, "kind": kind,
                   "verbs": _VERBS, **({"shortNames": _SHORT_NAMES[plural]} if plural in _SHORT_NAMES else {})}
-                 for (g, plural), (kind, _, ns) in RESOURCES.items() if g == gv]
+                 for (g, plural), (kind, _, ns) in (*RESOURCES.items(), *(LEGACY_RESOURCES.items() if legacy else ()))
+                 if g == gv]
     if (gv, "events") in EVENT_RESOURCES:
         resources.append({"name": "events", "singularName": "event", "namespaced": True,
                           "kind": "Event", "verbs": ["create", "patch", "update"]})
@@ -467,13 +548,20 @@ def _strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 # --- HTTP ---------------------------------------------------------------------------------
 
-def _make_handler(state: ApiState) -> type[BaseHTTPRequestHandler]:
+def _make_handler(state: ApiState, access_log: Any = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive and chunked watches, as client-go expects
         server_version = "svcconf-apiserver"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # requests are not logged: proxiers poll and watch a lot
+            pass  # the access log below says more (content types, user agent)
+
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            if access_log is not None:
+                access_log(f"{time.strftime('%H:%M:%S')} {self.client_address[0]} {self.command} "
+                           f"{self.path} -> {code} accept={self.headers.get('Accept')!r} "
+                           f"content-type={self.headers.get('Content-Type')!r} "
+                           f"agent={self.headers.get('User-Agent')!r}")
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -555,13 +643,18 @@ class ApiControlPlane(ObjectStore):
     published_at: dict[int, float] = field(default_factory=dict)
     kubeconfig: Path | None = None
     url: str | None = None
+    #: also serve Endpoints and discovery.k8s.io/v1beta1 EndpointSlices (kube-proxy < 1.22)
+    legacy_apis: bool = False
 
     def __post_init__(self) -> None:
+        self.state.legacy = self.state.legacy or self.legacy_apis
         self.state_dir = Path(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._log_lock = threading.Lock()
+        (Path(self.workdir) / "logs").mkdir(parents=True, exist_ok=True)
 
     name = "api"
 
@@ -577,7 +670,8 @@ class ApiControlPlane(ObjectStore):
         try:
             # The listening socket is created in the lan namespace; accepted connections
             # belong to it too, whichever thread serves them.
-            self._server = worker.call(cls, (address, port), _make_handler(self.state))
+            self._server = worker.call(cls, (address, port),
+                                       _make_handler(self.state, self._log_request))
         finally:
             worker.close()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -585,6 +679,11 @@ class ApiControlPlane(ObjectStore):
         self._thread.start()
         self.url = server_url(address, port)
         self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.url)
+
+    def _log_request(self, line: str) -> None:
+        # one line per request, as evidence of what a proxier asked for
+        with self._log_lock, open(self.workdir / "logs" / "apiserver-access.log", "a") as f:
+            f.write(line + "\n")
 
     def stop(self) -> None:
         self.state.close()

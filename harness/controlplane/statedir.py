@@ -15,6 +15,21 @@ def object_key(obj: dict[str, Any]) -> tuple[str, str, str]:
     return (obj["kind"], meta.get("namespace") or "", meta["name"])
 
 
+#: the harness's own namespace (the sentinel Service): its objects are published after all
+#: others, so a proxier that has applied them has applied everything published with them
+SYSTEM_NAMESPACE = "svcconf-system"
+
+
+#: the order a cluster's controllers write in: a Service before its EndpointSlices (the
+#: EndpointSlice controller follows the Service; garbage collection deletes the slices after
+#: the Service), so proxiers watching both see changes in the order they would in a cluster
+KIND_ORDER = {"Node": 0, "ServiceCIDR": 1, "Service": 2, "EndpointSlice": 3}
+
+
+def publish_order(key: tuple[str, str, str]) -> tuple[bool, int, tuple[str, str, str]]:
+    return (key[1] == SYSTEM_NAMESPACE, KIND_ORDER.get(key[0], 9), key)
+
+
 class SyncTimeout(TimeoutError):
     """A proxier did not acknowledge a generation in time."""
 

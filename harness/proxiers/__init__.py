@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 
+from harness.suite import locate as locate_suite
+
 PLACEHOLDERS = (
     "node",
     "node_ip",
@@ -85,6 +87,15 @@ class ProxierSpec:
     #: "iptables" (the ``--iptables`` flavour applies) or "nftables" (native nft tables;
     #: the flavour does not apply and reports do not claim one)
     netfilter: str = "iptables"
+    #: reads only from a Kubernetes API (a ``--control-plane`` other than statedir)
+    needs_api: bool = False
+    #: the upstream release it is (``v1.37.2``) when it is a build of kube-proxy
+    release: str | None = None
+    #: its known-gaps file, used when ``--known-gaps`` is not given
+    known_gaps: str | None = None
+    #: takes kube-proxy's flag names (``--masquerade-all``, ``--nodeport-addresses=...``),
+    #: so a scenario's proxier settings can be appended to its command
+    kube_proxy_flags: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - set(CAPABILITIES)
@@ -143,6 +154,7 @@ def reference() -> ProxierSpec:
         capabilities=KUBE_PROXY_IPTABLES_CAPABILITIES,
         description="refproxier, kube-proxy iptables mode",
         version=_refproxier_version(),
+        kube_proxy_flags=True,
     )
 
 
@@ -160,20 +172,141 @@ def reference_nft() -> ProxierSpec:
         description="refproxier, kube-proxy nftables mode",
         version=_refproxier_version(),
         netfilter="nftables",
+        kube_proxy_flags=True,
     )
 
 
+# Real kube-proxy, built from its Go module (harness.kubebins). It writes no
+# acknowledgement, so the harness waits on its sentinel Service; it reads only from an API
+# server, so it runs over an API control plane.
+KUBE_PROXY_COMMAND = (
+    # The iptables flavour is the one the "iptables" on its PATH is (kube-proxy runs
+    # whatever that is): a directory of links to the chosen flavour comes first.
+    "env PATH={shims}/{{iptables}}:/usr/sbin:/usr/bin:/sbin:/bin "
+    "{binary} --kubeconfig={{kubeconfig}} --hostname-override={{node}} --proxy-mode={mode} "
+    "--cluster-cidr={{cluster_cidr}} "
+    # No global side effects from a node namespace: a non-zero conntrack max makes it
+    # write /sys/module/nf_conntrack/parameters/hashsize, which is the host's.
+    "--conntrack-max-per-core=0 --conntrack-min=0 "
+    # Its health and metrics servers, at their defaults: inside the node namespace.
+    "--healthz-bind-address=0.0.0.0:10256 --metrics-bind-address=127.0.0.1:10249 "
+    # The suite publishes many small changes; the 1 s rate limit only slows it down.
+    "--iptables-min-sync-period=0s --oom-score-adj=0 --v=2"
+)
+
+
+# kube-proxy before v1.25 sent packets to drop to KUBE-MARK-DROP, a nat chain the kubelet
+# owned (pkg/kubelet/kubelet_network_linux.go: MARK 0x8000, and a filter KUBE-FIREWALL
+# dropping marked packets, jumped to from INPUT and OUTPUT); v1.19 does not even create it,
+# and its whole iptables-restore fails without it. On a node without a kubelet the adapter
+# writes the kubelet's rules first, as a kubelet of that release would have, then execs
+# kube-proxy. (KEP-3178 moved the drop into kube-proxy in v1.25.)
+KUBELET_DROP_CHAINS_UNTIL = (1, 25)
+KUBELET_DROP_CHAINS = (
+    "sh -c '"
+    "for ipt in iptables ip6tables; do "
+    "$ipt -w -t nat -N KUBE-MARK-DROP 2>/dev/null; "
+    "$ipt -w -t nat -C KUBE-MARK-DROP -j MARK --or-mark 0x00008000 2>/dev/null || "
+    "$ipt -w -t nat -A KUBE-MARK-DROP -j MARK --or-mark 0x00008000; "
+    "$ipt -w -N KUBE-FIREWALL 2>/dev/null; "
+    "$ipt -w -C KUBE-FIREWALL -m mark --mark 0x00008000/0x00008000 -j DROP 2>/dev/null || "
+    "$ipt -w -A KUBE-FIREWALL -m mark --mark 0x00008000/0x00008000 -j DROP; "
+    "for c in INPUT OUTPUT; do $ipt -w -C $c -j KUBE-FIREWALL 2>/dev/null || "
+    "$ipt -w -I $c -j KUBE-FIREWALL; done; "
+    "done; exec \"$@\"' kubelet-drop-chains "
+)
+
+
+#: known-gaps files of the built-in adapters: ``<name>-<release>.yaml`` (in the repository
+#: or in the installed wheel: harness.suite)
+KNOWN_GAPS_DIR = locate_suite().known_gaps
+
+
+class KubeProxyUnavailable(ProxierConfigError):
+    """kube-proxy at the asked version is not built."""
+
+
+def _kube_proxy(mode: str, version: str | None) -> ProxierSpec:
+    from harness import kubebins
+
+    version = version or kubebins.DEFAULT_VERSION
+    try:
+        binary = kubebins.locate("kube-proxy", version)
+    except kubebins.BuildError as exc:
+        raise KubeProxyUnavailable(str(exc)) from None
+    shims = kubebins.iptables_shims()
+    said = _binary_version(binary)
+    v = kubebins.Version.parse(version)
+    caps = set(KUBE_PROXY_IPTABLES_CAPABILITIES if mode == "iptables"
+               else KUBE_PROXY_NFTABLES_CAPABILITIES) - {"acks"}
+    if mode == "nftables":
+        # Its nftables mode does not watch for its table being deleted: it is rebuilt at
+        # the next change or hourly full sync (seen with v1.37.2; iptables mode has the
+        # canary Monitor, kubernetes#129128 describes its limits).
+        caps.discard("resync-on-flush")
+    name = "kube-proxy" if mode == "iptables" else "kube-proxy-nft"
+    gaps = KNOWN_GAPS_DIR / f"{name}-{v}.yaml"
+    command = KUBE_PROXY_COMMAND.format(shims=shims, binary=binary, mode=mode)
+    if (1, v.minor) < KUBELET_DROP_CHAINS_UNTIL and mode == "iptables":
+        command = command.replace(f"{binary} ", KUBELET_DROP_CHAINS + f"{binary} ", 1)
+    if v.minor < 18:
+        # before v1.18 both bind addresses are an IP only (the ports are these defaults)
+        command = command.replace("=0.0.0.0:10256", "=0.0.0.0").replace("=127.0.0.1:10249", "=127.0.0.1")
+    if v.minor < 19:
+        # v1.17 takes its IP family from --bind-address (default 0.0.0.0: IPv4) and refuses an
+        # IPv6 cluster CIDR; the node's address says the family (seen: "clusterCIDR
+        # fd00:10:244::/56 has incorrect IP version")
+        command += " --bind-address={node_ip}"
+    return ProxierSpec(
+        name=name,
+        command=command,
+        capabilities=frozenset(caps),
+        description=f"kube-proxy {v} ({mode} mode), built from k8s.io/kubernetes",
+        version=said,
+        netfilter="iptables" if mode == "iptables" else "nftables",
+        needs_api=True,
+        release=str(v),
+        known_gaps=str(gaps) if gaps.is_file() else None,
+        kube_proxy_flags=True,
+    )
+
+
+def _binary_version(binary: object) -> str:
+    import subprocess
+
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    return (out.stdout or out.stderr).strip() or "unknown"
+
+
+def kube_proxy(version: str | None = None) -> ProxierSpec:
+    """Real kube-proxy in iptables mode (flavour from ``--iptables``)."""
+    return _kube_proxy("iptables", version)
+
+
+def kube_proxy_nft(version: str | None = None) -> ProxierSpec:
+    """Real kube-proxy in nftables mode."""
+    return _kube_proxy("nftables", version)
+
+
 BUILTIN: dict[str, Callable[[], ProxierSpec]] = {"reference": reference, "reference-nft": reference_nft}
+#: adapters that take the release to run (``--kube-proxy-version``)
+VERSIONED: dict[str, Callable[[str | None], ProxierSpec]] = {
+    "kube-proxy": kube_proxy, "kube-proxy-nft": kube_proxy_nft}
 
 
 def resolve(name: str | None, command: str | None, capabilities: str | None,
-            version: str | None = None) -> ProxierSpec:
+            version: str | None = None, kube_proxy_version: str | None = None) -> ProxierSpec:
     """Turn the plugin's options into a ProxierSpec, with errors that say what to do."""
     if command:
         caps = frozenset(c.strip() for c in (capabilities or "").split(",") if c.strip())
         return ProxierSpec(name=name or "custom", command=command, capabilities=caps,
                            version=version)
     name = name or "reference"
+    if name in VERSIONED:
+        spec = VERSIONED[name](kube_proxy_version)
+        if capabilities is not None:
+            spec = spec.with_capabilities(c.strip() for c in capabilities.split(",") if c.strip())
+        return spec
     factory = BUILTIN.get(name)
     if factory is None:
         for ep in entry_points(group="svc_conformance.proxiers"):
@@ -181,7 +314,7 @@ def resolve(name: str | None, command: str | None, capabilities: str | None,
                 factory = ep.load()
                 break
     if factory is None:
-        known = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group="svc_conformance.proxiers")})
+        known = sorted(set(BUILTIN) | set(VERSIONED) | {ep.name for ep in entry_points(group="svc_conformance.proxiers")})
         raise ProxierConfigError(
             f"--proxier {name!r} is not known; choose one of {known} or give --proxier-cmd"
         )

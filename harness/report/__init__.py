@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +184,9 @@ def _behaviors(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The HTML report for a loaded ``report.json``."""
-    from harness.plugin import FEATURE_MARKERS
+def render_html(report: dict[str, Any], bench_link: str | None = None) -> str:
+    """The HTML report for a loaded ``report.json``; ``bench_link``: the benchmarks' page."""
+    from harness.features import FEATURE_MARKERS
 
     checks = []
     for c in report.get("checks", []):
@@ -198,6 +199,10 @@ def render_html(report: dict[str, Any]) -> str:
         stats = c.get("statistics") or []
         c["stats"] = [_stats_view(s) for s in (stats if isinstance(stats, list) else [stats])]
         c["plots"] = _plots_view(c.get("properties"))
+        # a scenario's flows, one row each (harness.flowcheck.FlowResult.to_dict)
+        flows = c.get("flows")
+        c["flows"] = [f for f in flows if isinstance(f, dict)] if isinstance(flows, list) else []
+        c["flow_counts"] = dict(Counter(str(f.get("outcome")) for f in c["flows"]))
         if c.get("observations") is not None and not isinstance(c["observations"], str):
             c["observations"] = json.dumps(c["observations"], indent=1, default=str)
         checks.append(c)
@@ -214,13 +219,31 @@ def render_html(report: dict[str, Any]) -> str:
             "counts": summarize(mine), "total": len(mine),
             "behaviors": _behaviors([c for c in mine if c["features"][0] == name]),
         })
+    from harness.report.bugs import bug_rows
+
+    bugs = bug_rows({**report, "checks": checks})
     return _env().from_string(templates.REPORT).render(
-        report=report, env=report.get("environment") or {}, checks=checks, features=features,
+        bugs=bugs, release=(report.get("environment") or {}).get("proxier_release"),
+        report=report, env=_env_view(report.get("environment") or {}), checks=checks,
+        features=features,
         failures=[c for c in checks if c["grade"] == "fail"], summary=summarize(checks),
-        grades=GRADES, css=templates.CSS, label=run_label(report))
+        grades=GRADES, css=templates.CSS, label=run_label(report), bench_link=bench_link)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _env_view(env: dict[str, Any]) -> dict[str, Any]:
+    """The environment as the HTML table shows it: the suite in one line, not its id list."""
+    suite = env.get("suite")
+    if not isinstance(suite, dict):
+        return env
+    text = f"svc-conformance {suite.get('version', '?')}"
+    if suite.get("source"):
+        text += f" ({suite['source']})"
+    if suite.get("behaviours") is not None:
+        text += f", {suite['behaviours']} behaviours"
+    return {**env, "suite": text}
+
+
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -231,14 +254,15 @@ def _atomic_write(path: Path, text: str) -> None:
 def render_html_file(report_json: str | Path, out: str | Path) -> Path:
     """Render ``report_json`` to ``out`` (written atomically); returns ``out``."""
     out = Path(out)
-    _atomic_write(out, render_html(load_report(report_json)))
+    atomic_write(out, render_html(load_report(report_json), bench_link_for(out)))
     return out
 
 
 # --- compatibility matrix --------------------------------------------------------------------
 
 def run_label(report: dict[str, Any]) -> str:
-    """proxier + iptables flavour or nftables (+ IP family, + API control plane) + kernel,
+    """proxier + iptables flavour or nftables (+ IP family, + API or kube-apiserver control
+    plane) + kernel,
     e.g. ``reference / iptables-nft / IPv6 / 6.1.0-18`` or ``reference-nft / nftables / IPv4
     / API / 6.1.0-18`` (older reports lack the parts they did not record)."""
     env = report.get("environment") or {}
@@ -250,6 +274,8 @@ def run_label(report: dict[str, Any]) -> str:
         parts.append({"ipv4": "IPv4", "ipv6": "IPv6"}.get(env["ip_family"], env["ip_family"]))
     if env.get("control_plane") == "api":
         parts.append("API")
+    elif env.get("control_plane") == "kube-apiserver":
+        parts.append("kube-apiserver")
     return " / ".join([*parts, str(env.get("kernel") or "?")])
 
 
@@ -296,8 +322,15 @@ def build_matrix(paths: list[str | Path]) -> dict[str, Any]:
     return {"runs": runs, "rows": rows}
 
 
-def render_matrix_html(matrix: dict[str, Any]) -> str:
-    return _env().from_string(templates.MATRIX).render(css=templates.CSS, **matrix)
+def bench_link_for(out: str | Path) -> str | None:
+    """``bench.html`` when the benchmarks' page (``python -m harness.report.bench``) is
+    beside ``out``: the report and the matrix link to it."""
+    return "bench.html" if (Path(out).parent / "bench.html").is_file() else None
+
+
+def render_matrix_html(matrix: dict[str, Any], bench_link: str | None = None) -> str:
+    return _env().from_string(templates.MATRIX).render(css=templates.CSS, bench_link=bench_link,
+                                                      **matrix)
 
 
 def render_matrix_markdown(matrix: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ REPORT = """<!DOCTYPE html>
 <style>{{ css }}</style></head>
 <body>
 <h1>Service proxy conformance: {{ label }}</h1>
+{% if bench_link %}<p class="meta">Measurements of the proxiers: <a href="{{ bench_link }}">{{ bench_link }}</a></p>{% endif %}
 <p class="meta">{{ report.started or "?" }} &middot; {{ "%.1f"|format(report.duration or 0) }} s
  &middot; seed {{ report.seed }} &middot; exit status {{ report.exitstatus if report.exitstatus is not none else "?" }}
  {% if report.known_gaps_file %}&middot; known gaps from {{ report.known_gaps_file }}{% endif %}</p>
@@ -59,6 +60,15 @@ REPORT = """<!DOCTYPE html>
 {% for g in grades %}<td class="n">{% if f.counts[g] %}<span class="g g-{{ g }}">{{ f.counts[g] }}</span>{% else %}<span class="meta">0</span>{% endif %}</td>{% endfor %}
 <td class="n">{{ f.total }}</td></tr>
 {% endfor %}</table>
+
+{% if bugs %}<h2 id="bugs">Bug reproductions</h2>
+<p class="meta">Each scenario of the bug library reproduces one reported Service bug; a failure
+means this proxier still has it.{% if release %} For kube-proxy {{ release }}, "this release"
+says whether it predates the fix (from the scenario's history).{% endif %}</p>
+<table><tr><th>bug</th><th>link</th><th>outcome</th><th>component</th><th>fixed in</th>{% if release %}<th>this release</th>{% endif %}</tr>
+{% for r in bugs %}<tr><td><a href="#{{ r.anchor }}">{{ r.bug }}</a></td><td>{% if r.link %}<a href="{{ r.link }}">{{ r.link_text }}</a>{% endif %}</td>
+<td><span class="g g-{{ r.grade }}">{{ r.outcome }}</span></td><td>{{ r.component }}</td><td>{{ r.fixed_in }}</td>{% if release %}<td>{{ r.expected or "&ndash;"|safe }}</td>{% endif %}</tr>
+{% endfor %}</table>{% endif %}
 
 {% if failures %}<h2>Failures</h2><ul>
 {% for c in failures %}<li><a href="#{{ c.anchor }}">{{ c.behavior or c.nodeid }}</a> <span class="meta">{{ c.nodeid }}</span>{% if c.summary %}<br><code>{{ c.summary }}</code>{% endif %}</li>
@@ -80,6 +90,15 @@ REPORT = """<!DOCTYPE html>
 {% if c.reason %}<div class="reason">{{ c.reason }}
  {% if c.known_gap and c.known_gap.link %}(<a href="{{ c.known_gap.link }}">link</a>){% endif %}</div>{% endif %}
 {% if c.grade == "fail" and c.summary %}<div class="reason"><code>{{ c.summary }}</code></div>{% endif %}
+{% if c.flows %}
+<details{% if c.grade == "fail" %} open{% endif %}><summary>flows ({% for o, n in c.flow_counts.items() %}{{ n }} {{ o }}{% if not loop.last %}, {% endif %}{% endfor %})</summary>
+<table class="flows"><tr><th>flow</th><th>step</th><th>outcome</th><th>expected</th><th>observed</th></tr>
+{% for fl in c.flows %}<tr><td>{{ fl.name }}{% if fl.line %} <span class="meta">line {{ fl.line }}</span>{% endif %}</td><td>{{ fl.step }}</td>
+<td><span class="g g-{{ {"passed": "pass", "failed": "fail"}.get(fl.outcome, "skip") }}">{{ fl.outcome }}</span></td>
+<td>{{ fl.expected }}</td><td>{{ fl.observed }}{% for x in fl.failures %}<br><code>{{ x }}</code>{% endfor %}</td></tr>
+{% endfor %}</table>
+</details>
+{% endif %}
 {% for s in c.stats %}
 <details{% if c.grade in ("fail", "informational") %} open{% endif %}><summary>statistics{% if s.check %}: {{ s.check }}{% endif %}</summary>
 {{ s.svg }}
@@ -117,6 +136,7 @@ MATRIX = """<!DOCTYPE html>
 <style>{{ css }} td.c{text-align:center} th.env{font-size:.85em;max-width:12em}</style></head>
 <body>
 <h1>Service proxy compatibility matrix</h1>
+{% if bench_link %}<p class="meta">Measurements of the proxiers: <a href="{{ bench_link }}">{{ bench_link }}</a></p>{% endif %}
 <p class="meta">{{ runs|length }} runs, {{ rows|length }} behaviours. A cell aggregates the
 behaviour's checks in that run (fail &gt; xfail &gt; pass &gt; informational &gt; skip);
 the counts are in its tooltip.</p>

@@ -61,6 +61,7 @@ from pyroute2 import netns as pr_netns
 
 from harness.timing import Timing, default_timing
 
+from .alloc import Allocator
 from .nsutil import (
     NetnsThread,
     is_gone_error,
@@ -75,16 +76,13 @@ from .registry import Registration, make_prefix, reap_stale_runs
 from .spec import (
     ClientSpec,
     IPAddress,
-    IPNetwork,
     NodeSpec,
     ObjectsTopology,
     PodSpec,
-    Resolved,
     TopologyError,
     TopologySpec,
     check_pod,
     topology_from_objects,
-    usable_hosts,
     validate,
 )
 
@@ -99,7 +97,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-IFNAMSIZ = 15  # usable characters of an interface name
 IFA_F_NODAD = 0x02
 
 
@@ -158,65 +155,24 @@ class CleanupStack:
             errors.append(e)
 
 
-# ------------------------------------------------------------------------------ allocator
-
-
-class Allocator:
-    """Names and addresses for one run: namespaces ``<prefix>-<role><n>``, interface names
-    checked against IFNAMSIZ, pod IPs from each node's pod CIDR (never reused in a run, so a
-    new pod is never confused with conntrack state of a removed one)."""
-
-    def __init__(self, prefix: str, resolved: Resolved | None = None) -> None:
-        self.prefix = prefix
-        self._counters: dict[str, int] = {}
-        self._next_pod_host: dict[str, int] = {}
-        self._used_pod_ips: set[IPAddress] = set()
-        self._resolved = resolved
-
-    def next_index(self, role: str) -> int:
-        self._counters[role] = self._counters.get(role, 0) + 1
-        return self._counters[role]
-
-    def netns_name(self, role: str, index: int | None = None) -> str:
-        n = self.next_index("ns-" + role) if index is None else index
-        return f"{self.prefix}-{role}{n}"
-
-    @staticmethod
-    def ifname(name: str) -> str:
-        if not name or len(name) > IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
-            raise TopologyError("interface", "name", f"{name!r} is not a valid interface name",
-                                f"at most {IFNAMSIZ} characters, no '/' or whitespace")
-        return name
-
-    def reserve_pod_ip(self, ip: IPAddress) -> None:
-        self._used_pod_ips.add(ip)
-
-    def pod_ip(self, node: str, pod_cidr: IPNetwork) -> IPAddress:
-        lo, hi = usable_hosts(pod_cidr)
-        host = self._next_pod_host.get(node, lo)
-        while host <= hi:
-            ip = pod_cidr.network_address + host
-            host += 1
-            if ip not in self._used_pod_ips:
-                self._next_pod_host[node] = host
-                self._used_pod_ips.add(ip)
-                return ip
-        raise TopologyError(f"node {node!r}", "pod_cidr", f"{pod_cidr} has no free address",
-                            "use a larger pod CIDR or fewer pods")
-
-
 # -------------------------------------------------------------------------------- handles
 
 
 @dataclass(eq=False)
 class Host:
-    """A namespace-backed host: node, client or pod."""
+    """A namespace-backed host: node, client or pod.
+
+    ``timing`` is its topology's (probes from this host use it); ``cleanup`` is the stack
+    that stops what the host starts (processes, its namespace thread) when the topology,
+    or for a pod the pod, goes away.
+    """
 
     name: str
     netns: str
     ip: str
     addresses: list[str]
-    _topo: Topology = field(repr=False)
+    timing: Timing = field(default_factory=default_timing, repr=False)
+    cleanup: CleanupStack = field(default_factory=lambda: CleanupStack(), repr=False)
     _worker: NetnsThread | None = field(default=None, repr=False)
 
     @property
@@ -239,15 +195,14 @@ class Host:
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
         """Start a process in this namespace; it is stopped when the topology closes."""
         proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], **kw)
-        self._topo._cleanup.push(f"process {proc.pid} in {self.netns}",
-                                 lambda: _stop_process(proc))
+        self.cleanup.push(f"process {proc.pid} in {self.netns}", lambda: _stop_process(proc))
         return proc
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a Python callable on a thread that lives in this namespace."""
         if self._worker is None:
             self._worker = NetnsThread(self.netns)
-            self._topo._cleanup.push(f"thread in {self.netns}", self._worker.close)
+            self.cleanup.push(f"thread in {self.netns}", self._worker.close)
         return self._worker.call(fn, *args, **kwargs)
 
     def socket(self, family: int | None = None, type: int = socket.SOCK_STREAM,
@@ -391,6 +346,11 @@ class Topology:
             raise
         self.setup_seconds = time.monotonic() - t0
 
+    def keep(self) -> None:
+        """Leave everything up for a person to inspect (``--keep-on-failure``): not
+        removed at interpreter exit either; the next run's reaper removes it."""
+        _open_topologies.discard(self)
+
     def close(self) -> None:
         """Remove everything this topology created (idempotent)."""
         _open_topologies.discard(self)
@@ -469,7 +429,8 @@ class Topology:
                     name=rn.name, netns=ns, ip=str(rn.lan_ip),
                     addresses=[str(rn.lan_ip), str(rn.gateway),
                                *(str(a) for a in (rn.lan_ip6, rn.gateway6) if a is not None)],
-                    _topo=self, lan_ip=str(rn.lan_ip), pod_cidr=str(rn.pod_cidr),
+                    timing=self.timing, cleanup=self._cleanup,
+                    lan_ip=str(rn.lan_ip), pod_cidr=str(rn.pod_cidr),
                     pod_gateway=str(rn.gateway), index=rn.index,
                     pod_cidr6=str(rn.pod_cidr6 or ""), pod_gateway6=str(rn.gateway6 or ""))
                 self._names[rn.name] = "node"
@@ -479,7 +440,8 @@ class Topology:
                 attach(ns, f"client{j}", [ip, *extras, *six])
                 self.clients[cname] = Client(
                     name=cname, netns=ns, ip=str(ip),
-                    addresses=[str(ip), *map(str, extras), *map(str, six)], _topo=self)
+                    addresses=[str(ip), *map(str, extras), *map(str, six)],
+                    timing=self.timing, cleanup=self._cleanup)
                 self._names[cname] = "client"
 
         for node in self.nodes.values():
@@ -581,10 +543,10 @@ class Topology:
         if n.pod_cidr6:  # dual-stack: the IPv6 twin at the same host offset
             addrs.append(str(self.resolved.v6_twin(pod_ip, ipaddress.ip_network(n.pod_cidr),
                                                    ipaddress.ip_network(n.pod_cidr6))))
-        pod = Pod(name=name, netns=ns, ip=str(pod_ip), addresses=addrs, _topo=self,
-                  node=n, ports=list(ports_t), host_ifname=host_if)
         # everything of this pod is undone by one token, so remove_pod can run it mid-run
         sub = CleanupStack()
+        pod = Pod(name=name, netns=ns, ip=str(pod_ip), addresses=addrs, timing=self.timing,
+                  cleanup=sub, node=n, ports=list(ports_t), host_ifname=host_if)
         token = self._cleanup.push(f"pod {name}", sub.close)
         self._pod_tokens[name] = token
         self.pods[name] = pod
@@ -596,9 +558,6 @@ class Topology:
         sub.push("forget pod", forget)
         try:
             self._create_netns(ns, sub)
-            if pod._worker is None:
-                pod._worker = NetnsThread(ns)
-                sub.push(f"thread in {ns}", pod._worker.close)
             self._wire_pod(pod, n, pod_ip, sub)
             pod.sysctl("net.ipv4.icmp_ratemask", 0)  # see _setup_node
             if self.echo is not None:

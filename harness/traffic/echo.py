@@ -4,7 +4,7 @@ Each pod's listening sockets are created inside the pod's namespace (setns, bind
 back) and all of them are served by one selectors loop:
 
 * TCP (and SCTP where the kernel has it): on accept, one JSON line
-  ``{"pod": name, "src": ip, "sport": port, "proto": "tcp"}``, then it echoes whatever the
+  ``{"pod": name, "src": ip, "sport": port, "proto": "tcp", "port": the pod's port}``, then it echoes whatever the
   client sends until the client closes, so long-lived connections can be tested.
 * UDP: every datagram is answered with the same JSON (``"proto": "udp"``).
 
@@ -39,12 +39,27 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from harness.timing import Timing
-    from harness.topology.netns import Pod
-    from harness.topology.registry import Registration
+
+
+class EchoPod(Protocol):
+    """What the echo server needs of a pod (``harness.topology.netns.Pod`` is one)."""
+
+    name: str
+    netns: str
+    addresses: list[str]
+    ports: list[tuple[int, str]]
+
+
+class PidRegistry(Protocol):
+    """Where the server's pid is recorded for the next run's reaper
+    (``harness.topology.registry.Registration`` is one)."""
+
+    def add_pid(self, pid: int) -> None: ...
+    def remove_pid(self, pid: int) -> None: ...
 
 # ----------------------------------------------------------------------------- server side
 
@@ -156,9 +171,11 @@ class _Server:
     # -- data ----------------------------------------------------------------------------
 
     @staticmethod
-    def hello(pod: str, peer: tuple[Any, ...], proto: str) -> bytes:
-        return json.dumps({"pod": pod, "src": peer[0], "sport": peer[1], "proto": proto},
-                          separators=(",", ":")).encode() + b"\n"
+    def hello(pod: str, peer: tuple[Any, ...], proto: str, port: int | None = None) -> bytes:
+        # port: the pod's own port the packet reached (after any DNAT), so a check can
+        # tell a right pod on a wrong target port
+        return json.dumps({"pod": pod, "src": peer[0], "sport": peer[1], "proto": proto,
+                           "port": port}, separators=(",", ":")).encode() + b"\n"
 
     def _drop(self, c: _Conn) -> None:
         try:
@@ -183,6 +200,7 @@ class _Server:
         self.sel.modify(c.sock, events, ("conn", c.pod, c))
 
     def on_accept(self, s: socket.socket, pod: str, proto: str) -> None:
+        port = s.getsockname()[1]
         while True:
             try:
                 cs, peer = s.accept()
@@ -193,7 +211,7 @@ class _Server:
                     return
                 continue
             cs.setblocking(False)
-            c = _Conn(cs, pod, bytearray(self.hello(pod, peer, proto)))
+            c = _Conn(cs, pod, bytearray(self.hello(pod, peer, proto, port)))
             self.conns.setdefault(pod, []).append(c)
             self.sel.register(cs, selectors.EVENT_READ, ("conn", pod, c))
             self._flush(c)
@@ -216,6 +234,7 @@ class _Server:
             self._flush(c)
 
     def on_udp(self, s: socket.socket, pod: str) -> None:
+        port = s.getsockname()[1]
         for _ in range(256):  # drain a burst, but let other sockets have a turn
             try:
                 _, peer = s.recvfrom(65536)
@@ -224,7 +243,7 @@ class _Server:
             except OSError:
                 continue  # e.g. a queued ICMP error for an earlier reply
             try:
-                s.sendto(self.hello(pod, peer, "udp"), peer)
+                s.sendto(self.hello(pod, peer, "udp", port), peer)
             except OSError:
                 pass
 
@@ -287,7 +306,7 @@ class EchoServer:
     """
 
     def __init__(self, *, timing: Timing | None = None,
-                 registration: Registration | None = None, thread: bool = False) -> None:
+                 registration: PidRegistry | None = None, thread: bool = False) -> None:
         from harness.timing import default_timing
 
         self.timing = timing or default_timing()
@@ -362,7 +381,7 @@ class EchoServer:
             raise EchoError(f"echo server: {msg.get('op')} failed: {answer.get('error')}")
         return answer
 
-    def add_pod(self, pod: Pod) -> None:
+    def add_pod(self, pod: EchoPod) -> None:
         """Listen on all of ``pod.ports`` inside the pod's namespace; returns when ready."""
         self.command(op="add", name=pod.name, netns=pod.netns,
                      family=",".join(sorted({"6" if ":" in a else "4" for a in pod.addresses})),

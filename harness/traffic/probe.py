@@ -22,11 +22,14 @@ Example::
 
     obs = probe(topo.clients["client"], "10.96.0.10", 80, count=200, parallel=32)
     Counter(o.pod for o in obs if o.outcome is Outcome.REPLY)
+
+Recording: inside ``with recording() as log:`` every ``probe`` call made from this thread
+(or its context) appends a ``ProbeRecord`` to ``log`` (``--save-scenario`` uses it).
 """
 
 from __future__ import annotations
 
-import _socket
+import _socket  # noqa: PLC2701 - the C socket type, for the engine's speed (see below)
 import enum
 import errno
 import gc
@@ -36,14 +39,27 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar
 
-from harness.timing import Timing, default_timing
+from harness.timing import Timing
 
-if TYPE_CHECKING:
-    from harness.topology.netns import Host
+T = TypeVar("T")
+
+
+class Host(Protocol):
+    """What probing needs of a host (``harness.topology.netns.Host`` is one, and so would
+    be a handle on a kind node's namespace): its name, its timing, and a way to run a
+    callable on a thread inside its network namespace."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def timing(self) -> Timing: ...
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
 # Linux constants Python 3.11's socket module lacks
 IP_RECVERR = 11
@@ -86,6 +102,8 @@ class Observation:
     pod: str | None = None
     seen_src: str | None = None
     seen_sport: int | None = None
+    #: the pod's own port the probe reached (the echo server's ``port``: the target port)
+    pod_port: int | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
     #: who sent the ICMP error
@@ -96,7 +114,8 @@ class Observation:
     def __str__(self) -> str:
         head = f"{self.proto} {self.src}:{self.sport} -> {self.dst}:{self.dport}: "
         if self.outcome is Outcome.REPLY:
-            return head + f"reply from pod {self.pod} (saw {self.seen_src}:{self.seen_sport})"
+            port = f" port {self.pod_port}" if self.pod_port is not None else ""
+            return head + f"reply from pod {self.pod}{port} (saw {self.seen_src}:{self.seen_sport})"
         if self.outcome is Outcome.ICMP:
             return head + f"ICMP type {self.icmp_type} code {self.icmp_code} from " \
                           f"{self.icmp_from}"
@@ -106,6 +125,34 @@ class Observation:
         d = asdict(self)
         d["outcome"] = self.outcome.value
         return d
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """One ``probe`` call as ``recording`` logs it: from which host, to what, what came back."""
+
+    host: str
+    dst: str
+    dport: int
+    proto: str
+    source: str | None
+    sport: int | None
+    observations: list[Observation] = field(default_factory=list)
+
+
+_recording: ContextVar[list[ProbeRecord] | None] = ContextVar("probe_recording", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[ProbeRecord]]:
+    """Log every ``probe`` call made in this context (threads started inside it do not
+    inherit it); yields the list the records are appended to."""
+    log: list[ProbeRecord] = []
+    token = _recording.set(log)
+    try:
+        yield log
+    finally:
+        _recording.reset(token)
 
 
 # ------------------------------------------------------------------------------- engine
@@ -357,7 +404,8 @@ class _Engine:
             try:
                 msg = json.loads(line)
                 self.obs(p, Outcome.REPLY, pod=msg["pod"], seen_src=msg["src"],
-                         seen_sport=int(msg["sport"]), rtt=rtt)
+                         seen_sport=int(msg["sport"]), rtt=rtt,
+                         pod_port=int(msg["port"]) if msg.get("port") is not None else None)
             except (ValueError, KeyError, TypeError):
                 self.obs(p, Outcome.ERROR, error=f"not an echo greeting: {line[:80]!r}",
                          rtt=rtt)
@@ -480,7 +528,7 @@ def probe(
         raise ValueError(f"proto {proto!r}: use tcp, udp or sctp")
     if count < 1:
         raise ValueError("count must be >= 1")
-    timing = timing or getattr(getattr(host, "_topo", None), "timing", None) or default_timing()
+    timing = timing or host.timing
     t = timing.positive_s if timeout is None else timeout
     par = 1 if sport else max(1, parallel if parallel is not None else min(count, 32))
     if proto != "udp" and icmp_capture:
@@ -488,7 +536,12 @@ def probe(
         import scapy.layers.inet6  # noqa: F401
     engine = _Engine(str(dst), int(dport), proto, count, source, sport, t, par, payload,
                      icmp_capture, close == "reset")
-    return host.call(engine.run)
+    observations = host.call(engine.run)
+    log = _recording.get()
+    if log is not None:
+        log.append(ProbeRecord(host.name, str(dst), int(dport), proto, source, sport,
+                               observations))
+    return observations
 
 
 # ----------------------------------------------------------------------- scapy helpers

@@ -81,6 +81,62 @@ def _affinity_by_destination() -> None:
     _wrap("affinity_set_args", make_set)
 
 
+def _affinity_fixed_at_creation() -> None:
+    # A Service port keeps the sessionAffinity it had when the proxier first saw it.
+    from refproxier import proxystate
+
+    first: dict[tuple[str, str, str, str], int | None] = {}
+
+    def make(orig):
+        def ports(b, svc):
+            out = orig(b, svc)
+            if out is None:
+                return None
+            return [replace(sp, affinity_timeout=first.setdefault(
+                        (sp.namespace, sp.name, sp.port_name, sp.protocol), sp.affinity_timeout))
+                    for sp in out]
+        return ports
+    proxystate._service_ports = make(proxystate._service_ports)
+
+
+def _affinity_tcp_only() -> None:
+    # ClientIP affinity is written for TCP Service ports only.
+    def make(orig):
+        return lambda ctx, sp, *rest: [] if sp.protocol == "UDP" else orig(ctx, sp, *rest)
+    _wrap("affinity_rules", make)
+    _wrap("affinity_set_args", make)
+
+
+def _affinity_shared_across_ports() -> None:
+    # The client is remembered per endpoint address, not per endpoint chain (Service port):
+    # the first port a client reaches decides the endpoint of every other port.
+    def name(ep):
+        return "KUBE-AFF-" + re.sub(r"[^0-9A-Za-z]", "-", ep.ip)
+
+    def make_check(orig):
+        def aff(ctx, sp, chain, endpoints):
+            out = orig(ctx, sp, chain, endpoints)
+            return [re.sub(r"--name \S+", f"--name {name(ep)}", r) for r, ep in zip(out, endpoints, strict=True)]
+        return aff
+
+    def make_set(orig):
+        def set_args(ctx, sp, ep):
+            out = orig(ctx, sp, ep)
+            return [name(ep) if i and out[i - 1] == "--name" else a for i, a in enumerate(out)]
+        return set_args
+    _wrap("affinity_rules", make_check)
+    _wrap("affinity_set_args", make_set)
+
+
+def _affinity_skips_loopback() -> None:
+    # Connections from 127.0.0.0/8 are never matched against the affinity lists.
+    def make(orig):
+        def aff(ctx, sp, chain, endpoints):
+            return [r.replace(f"-A {chain} ", f"-A {chain} ! -s 127.0.0.0/8 ", 1) for r in orig(ctx, sp, chain, endpoints)]
+        return aff
+    _wrap("affinity_rules", make)
+
+
 def _no_masquerade_external() -> None:
     iptables.cluster_ip_masquerade_rule = lambda ctx, sp, chain: None
 
@@ -182,11 +238,20 @@ CORE_FAULTS: list[Fault] = [
           _missing_endpoint, ("service/loadbalancing/uniform-over-endpoints",)),
     Fault("no-affinity", "sessionAffinity ClientIP is ignored",
           _no_affinity, ("service/affinity/clientip/sticky-within-timeout",
-                         "service/affinity/clientip/shared-by-clusterip-and-nodeport")),
+                         "service/affinity/clientip/shared-by-clusterip-and-nodeport",
+                         "service/affinity/clientip/load-balancer-ip")),
     Fault("affinity-fixed-timeout", "affinity uses the 10800 s default instead of the Service's timeout",
           _affinity_fixed_timeout, ("service/affinity/clientip/expires-after-timeout",)),
     Fault("affinity-by-destination", "affinity remembered per Service address, not per client",
           _affinity_by_destination, ("service/affinity/clientip/spreads-clients",)),
+    Fault("affinity-fixed-at-creation", "sessionAffinity changes on a live Service are ignored",
+          _affinity_fixed_at_creation, ("service/affinity/clientip/follows-live-changes",)),
+    Fault("affinity-tcp-only", "ClientIP affinity is applied to TCP Service ports only, not UDP",
+          _affinity_tcp_only, ("service/affinity/clientip/udp",)),
+    Fault("affinity-shared-across-ports", "affinity remembered per endpoint address: all ports of a Service follow the first",
+          _affinity_shared_across_ports, ("service/affinity/clientip/ports-independent",)),
+    Fault("affinity-skips-loopback", "ClientIP affinity ignores connections from 127.0.0.0/8 (localhost nodePorts)",
+          _affinity_skips_loopback, ("service/affinity/clientip/localhost-nodeport",)),
     Fault("no-masquerade-external", "external and node traffic to services is not masqueraded",
           _no_masquerade_external, ("service/masquerade/external-to-clusterip",
                                     "service/masquerade/external-to-nodeport-cluster-policy",

@@ -12,7 +12,7 @@ feature checks' own, under their own names.)
 from __future__ import annotations
 
 from harness.proxiers import KUBE_PROXY_IPTABLES_CAPABILITIES
-from refproxier import daemon, iptables
+from refproxier import daemon, iptables, nethost, runner
 from tests.faulty.faults import Fault
 
 # The self-test's default capability list predates invalid-drop and resync-on-flush; these
@@ -67,13 +67,13 @@ def _restart_flushes_conntrack() -> None:
     # A proxier that "starts clean": conntrack -F in its node's namespace on every start.
     import subprocess
 
-    orig = daemon.run
+    orig = runner.run
 
     def run(config, state_dir):
-        if not daemon.in_root_netns():  # the daemon refuses the root namespace; so do we
+        if not nethost.in_root_netns():  # the daemon refuses the root namespace; so do we
             subprocess.run(["conntrack", "-F"], capture_output=True, check=False)
         return orig(config, state_dir)
-    daemon.run = run
+    runner.run = run
 
 
 def _canary_ignored() -> None:
@@ -142,7 +142,7 @@ FAULTS_LIST: list[Fault] = [
     Fault("restart-flushes-conntrack", "conntrack -F when the proxier starts",
           _restart_flushes_conntrack, ("service/restart/established-flows-survive",),
           capabilities=_CAPS),
-    Fault("canary-ignored", "a flushed nat table is not noticed (canary chains not watched)",
+    Fault("canary-ignored", "flushed tables are not noticed (canary chains not watched)",
           _canary_ignored, ("service/restart/rules-recreated-after-flush",), capabilities=_CAPS),
     Fault("sctp-ignored", "SCTP Service ports get no rules",
           _sctp_ignored, ("service/sctp/clusterip-dnat",), capabilities=_CAPS),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from harness.proxiers import KUBE_PROXY_IPTABLES_CAPABILITIES
-from refproxier import daemon, proxystate
+from refproxier import proxystate, runner
 from tests.faulty.faults import Fault
 
 CAPS = ",".join(sorted(KUBE_PROXY_IPTABLES_CAPABILITIES))
@@ -18,7 +18,7 @@ CAUGHT_BY = ("service/dual-stack/clusterip-both-families",
 
 def _primary_family_only() -> None:
     # A proxier that runs one family per process and picks the first node IP's.
-    daemon.run_dual_stack = lambda configs, state_dir: daemon.run(configs[0], state_dir)
+    runner.run_dual_stack = lambda configs, state_dir: runner.run(configs[0], state_dir)
 
 
 def _v6_slices_ignored_on_dual_stack() -> None:

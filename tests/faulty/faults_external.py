@@ -60,6 +60,22 @@ def _lb_ip_not_from_nodes() -> None:
     _with_nat_rules(t)
 
 
+def _lb_ip_needs_node_port() -> None:
+    # LB IP rules are written only for Service ports that have a nodePort.
+    _with_nat_rules(lambda ctx, sp, r: None if 'loadbalancer IP"' in r and not sp.node_port else r)
+
+
+def _drop_no_endpoints_external() -> None:
+    # Without endpoints, external IPs and LB IPs are dropped (the ClusterIP and nodePort
+    # are still rejected).
+    def make(orig):
+        return lambda ctx, sp: [
+            r.replace("-j REJECT", "-j DROP")
+            if r.startswith(f"-A {iptables.KUBE_EXTERNAL_SERVICES} ") and "--dst-type LOCAL" not in r else r
+            for r in orig(ctx, sp)]
+    _wrap("no_endpoints_rules", make)
+
+
 def _source_ranges_ignored() -> None:
     def make(orig):
         return lambda ctx, sp: [iptables.rule(iptables.Chains.of(sp).fw, ["-j", iptables.Chains.of(sp).ext])]
@@ -103,6 +119,10 @@ FAULTS_LIST: list[Fault] = [
                            "service/loadbalancer/from-node-itself")),
     Fault("lb-ip-not-from-nodes", "LoadBalancer ingress IPs proxied only for forwarded traffic, not the node's own",
           _lb_ip_not_from_nodes, ("service/loadbalancer/from-node-itself",)),
+    Fault("lb-ip-needs-node-port", "LoadBalancer ingress IPs are proxied only for Service ports with a nodePort",
+          _lb_ip_needs_node_port, ("service/loadbalancer/without-node-ports",)),
+    Fault("drop-no-endpoints-external", "external IPs and LB IPs of Services without endpoints are dropped, not rejected",
+          _drop_no_endpoints_external, ("service/no-endpoints/external-addresses-refused-icmp",)),
     Fault("source-ranges-ignored", "loadBalancerSourceRanges ignored: every source reaches the LB IP",
           _source_ranges_ignored, ("service/loadbalancer/source-ranges/denied-source-dropped",)),
     Fault("source-ranges-deny-all", "with loadBalancerSourceRanges, even allowed sources are dropped",

@@ -188,11 +188,10 @@ def _only_first_slice() -> None:
 
 
 def _label_ignored(label: str) -> None:
+    # The objects carrying ``label`` are seen as if it were not there.
     def make(orig):
         def skipped(obj):
-            labels = dict(obj.metadata.labels or {})
-            labels.pop(label, None)
-            return proxystate.SERVICE_PROXY_NAME_LABEL in labels or proxystate.HEADLESS_LABEL in labels
+            return False if label in (obj.metadata.labels or {}) else orig(obj)
         return skipped
     _wrap_state("_skipped_by_labels", make)
 
@@ -241,6 +240,63 @@ def _stale_port_kept() -> None:
     _wrap("service_port_rules", make)
 
 
+def _keep_vanished(what: str) -> None:
+    # Service ports that vanish from the proxier's view stay in its state with their last
+    # endpoints: whole Services (``what == "services"``) or single ports of a Service that
+    # still exists (``"ports"``).
+    last: dict[tuple[str, str], dict[tuple[str, str], proxystate.ServicePortInfo]] = {}
+
+    def make(orig):
+        def build(cluster, config):
+            state = orig(cluster, config)
+            now: dict[tuple[str, str], dict[tuple[str, str], proxystate.ServicePortInfo]] = {}
+            for sp in state.service_ports:
+                now.setdefault((sp.namespace, sp.name), {})[(sp.port_name, sp.protocol)] = sp
+            kept = []
+            for key, ports in last.items():
+                if what == "services" and key not in now:
+                    kept += ports.values()
+                    now[key] = ports
+                elif what == "ports" and key in now:
+                    for pk, sp in ports.items():
+                        if pk not in now[key]:
+                            kept.append(sp)
+                            now[key][pk] = sp
+            last.clear()
+            last.update(now)
+            if not kept:
+                return state
+            merged = sorted((*state.service_ports, *kept), key=lambda sp: (sp.port_name_string, sp.protocol))
+            return replace(state, service_ports=tuple(merged))
+        return build
+    _wrap_state("_build_proxy_state", make)
+
+
+def _deleted_service_kept() -> None:
+    _keep_vanished("services")
+
+
+def _removed_port_kept() -> None:
+    _keep_vanished("ports")
+
+
+def _externalname_keeps_rules() -> None:
+    # A Service changed to type ExternalName keeps the ports it had as a ClusterIP Service.
+    last: dict[tuple[str, str], list] = {}
+
+    def make(orig):
+        def ports(b, svc):
+            key = (svc.metadata.namespace, svc.metadata.name)
+            if svc.spec is not None and svc.spec.type == "ExternalName" and key in last:
+                return last[key]
+            out = orig(b, svc)
+            if out:
+                last[key] = out
+            return out
+        return ports
+    _wrap_state("_service_ports", make)
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("hairpin-masquerade-tcp-only", "hairpin traffic is masqueraded for TCP Services only",
           _hairpin_masquerade_tcp_only, ("service/hairpin/clusterip-sees-node-address",)),
@@ -278,10 +334,16 @@ FAULTS_LIST: list[Fault] = [
           _only_first_slice, ("service/slices/multiple-slices-merged",)),
     Fault("service-proxy-name-ignored", "Services labelled service.kubernetes.io/service-proxy-name are proxied",
           _service_proxy_name_ignored, ("service/labels/not-proxied-when-labelled",)),
-    Fault("headless-label-ignored", "Services labelled service.kubernetes.io/headless are proxied",
+    Fault("headless-label-ignored", "EndpointSlices labelled service.kubernetes.io/headless are used",
           _headless_label_ignored, ("service/labels/not-proxied-when-labelled",)),
     Fault("stale-nodeport-after-type-change", "a Service keeps its nodePort after changing to type ClusterIP",
           _stale_nodeport_after_type_change, ("service/type-change/follows-type",)),
+    Fault("deleted-service-kept", "a deleted Service keeps being proxied to its last endpoints",
+          _deleted_service_kept, ("service/lifecycle/deleted-silent-recreated-works",)),
+    Fault("removed-port-kept", "a port removed from a live Service keeps being proxied",
+          _removed_port_kept, ("service/port-change/add-and-remove-port",)),
+    Fault("externalname-keeps-rules", "a Service changed to ExternalName keeps its ClusterIP rules",
+          _externalname_keeps_rules, ("service/type-change/externalname",)),
     Fault("stale-port-kept", "after a port change the old port and nodePort still work",
           _stale_port_kept, ("service/port-change/old-port-stops",)),
 ]

@@ -9,9 +9,9 @@ import pytest
 from harness.timing import Timing
 
 
-def test_scale_applies_to_both_waits() -> None:
-    t = Timing(positive=2.0, silence=0.5).scaled(3)
-    assert (t.positive_s, t.silence_s) == (6.0, 1.5)
+def test_scale_applies_to_every_wait() -> None:
+    t = Timing(positive=2.0, silence=0.5, startup=30.0, sync=10.0).scaled(3)
+    assert (t.positive_s, t.silence_s, t.startup_s, t.sync_s) == (6.0, 1.5, 90.0, 30.0)
 
 
 def test_wait_for_returns_the_value_and_times_out_with_a_name() -> None:

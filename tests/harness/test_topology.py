@@ -87,7 +87,7 @@ def test_tcp_connection_is_echoed_until_closed(smoke: Topology) -> None:
         f = s.makefile("rb")
         hello = json.loads(f.readline())
         assert hello == {"pod": "pod-b2", "src": "192.0.2.101",
-                         "sport": s.getsockname()[1], "proto": "tcp"}
+                         "sport": s.getsockname()[1], "proto": "tcp", "port": 9000}
         for i in range(3):
             s.sendall(f"line {i}\n".encode())
             assert f.readline() == f"line {i}\n".encode()

@@ -39,11 +39,11 @@ _counter = itertools.count()
 RUNNER = r"""
 import json, sys
 from refproxier.config import ProxierConfig
-from refproxier import daemon
+from refproxier import runner
 mode, cfg, state_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
 c = ProxierConfig(**cfg)
-sys.exit(daemon.run(c, state_dir) if mode == "run" else daemon.cleanup(c))
+sys.exit(runner.run(c, state_dir) if mode == "run" else runner.cleanup(c))
 """
 
 
@@ -396,17 +396,17 @@ def test_udp_conntrack_entries_to_removed_endpoints_are_deleted(start_daemon):
 
 def test_refuses_to_run_in_the_root_namespace(monkeypatch, capsys):
     # In-process with the check forced: nothing may run against the host.
-    from refproxier import daemon
+    from refproxier import nethost, runner
     from refproxier.config import ProxierConfig
 
-    monkeypatch.setattr(daemon, "in_root_netns", lambda: True)
-    assert daemon.run(ProxierConfig(hostname=NODE), "/nonexistent") == 2
+    monkeypatch.setattr(nethost, "in_root_netns", lambda: True)
+    assert runner.run(ProxierConfig(hostname=NODE), "/nonexistent") == 2
     assert "refusing to run in the root network namespace" in capsys.readouterr().err
 
 
 def test_root_namespace_detection(make_netns):
     ns = make_netns()
-    code = "from refproxier.daemon import in_root_netns; print(in_root_netns())"
+    code = "from refproxier.nethost import in_root_netns; print(in_root_netns())"
     assert sh("ip", "netns", "exec", ns, PY, "-c", code).stdout.strip() == "False"
     same_as_init = os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/2/ns/net").st_ino
     assert sh(PY, "-c", code).stdout.strip() == str(same_as_init)

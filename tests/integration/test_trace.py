@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.reporting import ATTACHMENTS
+from harness.evidence import ATTACHMENTS
 from harness.trace import TABLE, TraceError, attach_trace, flow_match, trace_probe
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"),

@@ -51,3 +51,20 @@ def test_proxier_without_acks_over_the_api_is_waited_for_by_probing() -> None:
               "--proxier-capabilities=reject-no-endpoints", "--control-plane=api")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "2 passed" in r.stdout
+
+
+def test_scenario_runs_over_the_api(tmp_path: Path) -> None:
+    # Scenarios start their clusters through the same life cycle as conformance tests
+    # (harness.lifecycle): --control-plane reaches them. The reference proxier passes a bug
+    # scenario over the API, with the API in the report's environment...
+    code, report, output = run_conformance(tmp_path, "--control-plane=api",
+                                           "scenarios/bugs/k8s-59368.yaml", paths=())
+    assert code == 0, output
+    assert [r["grade"] for r in report["checks"]] == ["pass"], output
+    assert report["environment"]["control_plane"] == "api"
+    # ... and a proxier reading only state.yaml never syncs there: the scenario's cluster
+    # really is served by the API server, not a state directory.
+    r = child("scenarios/bugs/k8s-59368.yaml", f"--proxier-cmd={REFPROXIER}",
+              "--proxier-capabilities=acks", "--control-plane=api", "--timeout-scale=0.2")
+    assert r.returncode != 0, r.stdout[-4000:]
+    assert "did not start (control plane api)" in r.stdout, r.stdout[-4000:]

@@ -23,12 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CAPABILITIES = ("acks,localhost-nodeports,masquerade-mark,affinity,reject-no-endpoints,"
                 "health-check-nodeport,udp-conntrack-cleanup,ipv6")
 
+# Behaviours kube-proxy has on IPv4 only: skipped over IPv6.
+LOCALHOST_NODEPORTS = {"service/nodeport/localhost", "service/affinity/clientip/localhost-nodeport"}
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 
-def run_conformance(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[int, dict, str]:
+def run_conformance(tmp_path: Path, *args: str, timeout: float = 600,
+                    paths: tuple[str, ...] = ("conformance/",)) -> tuple[int, dict, str]:
     report_dir = tmp_path / "report"
-    cmd = [sys.executable, "-m", "pytest", "conformance/", "-p", "no:cacheprovider", "-q",
+    cmd = [sys.executable, "-m", "pytest", *paths, "-p", "no:cacheprovider", "-q",
            f"--report-dir={report_dir}", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     try:
@@ -83,7 +87,7 @@ def session_checks_over_ipv6(fault: str) -> tuple[str, ...]:
     clusters, run anyway), not localhost nodePorts (kube-proxy has them on IPv4 only)."""
     return tuple(b for b in FAULTS[fault].caught_by
                  if not b.startswith(("scenario/", "service/ipv6/", "service/dual-stack/"))
-                 and b != "service/nodeport/localhost")
+                 and b not in LOCALHOST_NODEPORTS)
 
 
 @pytest.mark.ipv6
@@ -103,4 +107,4 @@ def test_reference_proxier_passes_the_whole_suite(tmp_path, family):
     assert code == 0 and not failed, f"the reference proxier failed {failed}\n{output}"
     if family == "ipv6":  # only what kube-proxy does not offer over IPv6 is skipped
         skipped = {r.get("behavior") for r in report["checks"] if r["outcome"] == "skipped"}
-        assert skipped <= {"service/nodeport/localhost"}, skipped
+        assert skipped <= LOCALHOST_NODEPORTS, skipped

@@ -60,3 +60,7 @@ def test_scenario_fails_against_its_fault(path, fault, tmp_path):
     bid = f"scenario/bugs/{path.stem}"
     assert outcomes.get(bid) == "failed", (
         f"{path.name} against fault {fault}: outcome {outcomes.get(bid)!r}, expected failed\n{output}")
+    # a scenario's failure carries the same evidence as a conformance check's
+    (rec,) = [r for r in report["checks"] if r.get("behavior") == bid]
+    assert any(t.startswith("proxier log, node ") for t in rec["evidence"]), rec["evidence"].keys()
+    assert any(t.startswith("rules on node ") for t in rec["evidence"]), rec["evidence"].keys()

@@ -148,7 +148,7 @@ def test_a_publish_without_changes_is_still_a_new_generation(tmp_path):
     assert g2 == g1 + 1 and set(cp.published_at) == {g1, g2}
 
 
-def test_only_the_three_kinds_are_served(tmp_path):
+def test_only_the_kinds_a_proxier_reads_are_served(tmp_path):
     cp = plane(tmp_path)
     cp.put({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "ns1"}})
     gen = cp.publish()
@@ -179,8 +179,8 @@ def test_writes_other_than_events_are_refused_and_events_accepted():
     assert r.code == 405 and r.body["kind"] == "Status"
     assert st.handle("DELETE", "/api/v1/nodes/node1").code == 405
     assert st.handle("POST", "/api/v1/namespaces/default/events").code == 201
-    assert st.handle("PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/e1").code == 201
-    assert st.handle("PUT", "/apis/events.k8s.io/v1/namespaces/default/events/e1").code == 201
+    assert st.handle("PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/e1").code == 200
+    assert st.handle("PUT", "/apis/events.k8s.io/v1/namespaces/default/events/e1").code == 200
 
 
 def test_discovery_answers():
@@ -190,7 +190,7 @@ def test_discovery_answers():
     assert st.handle("GET", "/version").body["major"] == "1"
     assert st.handle("GET", "/api").body["versions"] == ["v1"]
     groups = {g["name"] for g in st.handle("GET", "/apis").body["groups"]}
-    assert groups == {"discovery.k8s.io", "events.k8s.io"}
+    assert groups == {"discovery.k8s.io", "events.k8s.io", "networking.k8s.io"}
     core = st.handle("GET", "/api/v1").body
     assert core["kind"] == "APIResourceList" and core["groupVersion"] == "v1"
     by_name = {r["name"]: r for r in core["resources"]}
@@ -315,3 +315,136 @@ def test_wait_applied_reads_acks_and_names_the_control_plane(tmp_path):
     with pytest.raises(SyncTimeout, match="node2.*--control-plane api"):
         cp.wait_applied(gen, ["node1", "node2"], timeout=0.05)
     assert not (cp.state_dir / "state.yaml").exists()  # a proxier ignoring the API never syncs
+
+
+# --- what client-go 0.35+ and kube-proxy ask for -------------------------------------------
+
+WATCH_LIST = ("watch=true&allowWatchBookmarks=true&sendInitialEvents=true"
+              "&resourceVersionMatch=NotOlderThan&timeoutSeconds=0")
+
+
+def test_streaming_list_ends_its_initial_events_with_an_annotated_bookmark():
+    # client-go's WatchListClient (on by default since 0.35) never syncs without it
+    st = ApiState()
+    rv = st.apply({("Service", "ns1", "a"): svc("a"), ("Service", "ns1", "b"): svc("b")})
+    events = _watch(st, f"/api/v1/services?{WATCH_LIST}")
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "a"), ("ADDED", "b"), ("BOOKMARK", None)]
+    assert events[-1]["object"] == {"kind": "Service", "apiVersion": "v1", "metadata": {
+        "resourceVersion": str(rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
+
+
+def test_streaming_list_of_an_empty_selection_still_ends_with_the_bookmark():
+    st = ApiState()
+    st.apply({("Node", "", "node1"): node("node1")})
+    events = _watch(st, f"/api/v1/nodes?{WATCH_LIST}&fieldSelector=metadata.name%3Dnode9")
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+
+
+@pytest.mark.parametrize("query,words", [
+    ("watch=true&sendInitialEvents=true&allowWatchBookmarks=true", "requires setting resourceVersionMatch"),
+    ("watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan", "allowWatchBookmarks"),
+    ("watch=true&resourceVersionMatch=NotOlderThan", "forbidden for watch unless sendInitialEvents"),
+    ("sendInitialEvents=true", "forbidden for list"),
+])
+def test_invalid_streaming_list_requests_are_422(query, words):
+    r = ApiState().handle("GET", f"/api/v1/services?{query}")
+    assert r.code == 422 and r.body["reason"] == "Invalid" and words in r.body["message"]
+
+
+def test_services_can_be_selected_by_cluster_ip_as_kube_proxy_does():
+    headless = svc("h")
+    headless["spec"]["clusterIP"] = "None"
+    st = ApiState()
+    st.apply({("Service", "ns1", "a"): svc("a"), ("Service", "ns1", "h"): headless})
+    r = st.handle("GET", "/api/v1/services?fieldSelector=spec.clusterIP%21%3DNone")
+    assert [o["metadata"]["name"] for o in r.body["items"]] == ["a"]
+    assert parse_field_selector("spec.type=NodePort", "Service") == [Requirement("spec.type", "=", ("NodePort",))]
+    with pytest.raises(SelectorError, match="spec.clusterIP"):
+        parse_field_selector("spec.clusterIP=None", "Node")
+
+
+def test_service_cidrs_are_served_cluster_scoped():
+    st = ApiState()
+    st.apply({("ServiceCIDR", "", "kubernetes"): model.service_cidr_object("kubernetes", ["10.96.0.0/16"])})
+    r = st.handle("GET", "/apis/networking.k8s.io/v1/servicecidrs")
+    assert r.code == 200 and r.body["kind"] == "ServiceCIDRList"
+    assert r.body["items"][0]["spec"]["cidrs"] == ["10.96.0.0/16"]
+    assert st.handle("GET", "/apis/networking.k8s.io/v1/namespaces/x/servicecidrs").code == 404
+    groups = st.handle("GET", "/apis").body["groups"]
+    assert "networking.k8s.io" in [g["name"] for g in groups]
+
+
+@pytest.mark.parametrize("ctype", ["application/json", "application/vnd.kubernetes.protobuf"])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_events_are_accepted_in_either_content_type(method, ctype):
+    # kube-proxy records events with protobuf bodies; bodies are not read, so both types
+    # get the same answer (tests/integration/test_apiserver_client.py sends real bodies)
+    r = ApiState().handle(method, "/apis/events.k8s.io/v1/namespaces/default/events")
+    assert r.code == (201 if method == "POST" else 200) and r.body["kind"] == "Event"
+
+
+def test_the_harness_namespace_is_published_last():
+    # the sentinel Service proves a proxier has applied a state only if its objects come
+    # after every other object of the same publish, in every watch
+    from harness.controlplane.statedir import SYSTEM_NAMESPACE
+
+    sentinel = svc("sentinel")
+    sentinel["metadata"]["namespace"] = SYSTEM_NAMESPACE
+    st = ApiState()
+    start = st.apply({})
+    st.apply({("Service", SYSTEM_NAMESPACE, "sentinel"): sentinel,
+              ("Service", "zzz", "a"): svc("a"), ("Service", "aaa", "b"): svc("b")})
+    events = _watch(st, f"/api/v1/services?watch=1&resourceVersion={start}&timeoutSeconds=0")
+    assert [e["object"]["metadata"]["name"] for e in events] == ["b", "a", "sentinel"]
+
+
+# --- legacy API versions (issue 15: kube-proxy before 1.21) ------------------------------
+
+def test_legacy_versions_are_served_only_when_asked(tmp_path):
+    cp = plane(tmp_path)
+    cp.put(svc("a"), eps("a", "a-1"))
+    cp.publish()
+    assert cp.state.handle("GET", "/api/v1/endpoints").code == 404
+    assert cp.state.handle("GET", "/apis/discovery.k8s.io/v1beta1/endpointslices").code == 404
+    assert "endpoints" not in {r["name"] for r in cp.state.handle("GET", "/api/v1").body["resources"]}
+
+
+def test_old_proxiers_get_endpoints_and_v1beta1_slices_from_the_same_objects(tmp_path):
+    cp = ApiControlPlane(tmp_path / "state", tmp_path, legacy_apis=True)
+    not_ready = model.endpoint_slice_object("a", "ns1", SliceSpec(
+        name="a-2", endpoints=[EndpointSpec(ip="10.244.2.7", node="node2", ready=False)],
+        ports=[("", 8080, "TCP")]))
+    cp.put(svc("a"), eps("a", "a-1"), not_ready, node("node1"))
+    start = cp.publish()
+    r = cp.state.handle("GET", "/apis/discovery.k8s.io/v1beta1/namespaces/ns1/endpointslices")
+    assert r.body["apiVersion"] == "discovery.k8s.io/v1beta1"
+    items = {i["metadata"]["name"]: i for i in r.body["items"]}
+    assert set(items) == {"a-1", "a-2"}
+    assert items["a-1"]["apiVersion"] == "discovery.k8s.io/v1beta1"
+    assert items["a-1"]["endpoints"][0]["topology"] == {"kubernetes.io/hostname": "node1"}
+    # the current version still lists only its own objects
+    v1 = cp.state.handle("GET", "/apis/discovery.k8s.io/v1/endpointslices").body["items"]
+    assert {i["apiVersion"] for i in v1} == {"discovery.k8s.io/v1"} and len(v1) == 2
+    ep = cp.state.handle("GET", "/api/v1/namespaces/ns1/endpoints/a").body
+    assert ep["kind"] == "Endpoints"
+    assert [[a["ip"] for a in s.get("addresses", [])] for s in ep["subsets"]] == [["10.244.1.5"], []]
+    assert ep["subsets"][1]["notReadyAddresses"][0]["ip"] == "10.244.2.7"
+    assert ep["subsets"][0]["addresses"][0]["nodeName"] == "node1"
+    assert ep["subsets"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    groups = {g["name"]: g for g in cp.state.handle("GET", "/apis").body["groups"]}
+    assert {v["version"] for v in groups["discovery.k8s.io"]["versions"]} == {"v1", "v1beta1"}
+    # a slice removed: its v1beta1 copy is DELETED and the Endpoints MODIFIED, in watches
+    cp.remove("EndpointSlice", "ns1", "a-1")
+    cp.publish()
+    beta = _watch(cp.state, f"/apis/discovery.k8s.io/v1beta1/endpointslices?watch=1&resourceVersion={start}"
+                  "&timeoutSeconds=0")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in beta] == [("DELETED", "a-1")]
+    assert beta[0]["object"]["apiVersion"] == "discovery.k8s.io/v1beta1"
+    eps_events = _watch(cp.state, f"/api/v1/endpoints?watch=1&resourceVersion={start}&timeoutSeconds=0")
+    assert [e["type"] for e in eps_events] == ["MODIFIED"]
+    assert len(eps_events[0]["object"]["subsets"]) == 1
+    # a bookmark on a legacy watch names the legacy version
+    bm = _watch(cp.state, "/apis/discovery.k8s.io/v1beta1/endpointslices?watch=1&sendInitialEvents=true"
+                "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=0")
+    assert bm[-1]["type"] == "BOOKMARK" and bm[-1]["object"]["apiVersion"] == "discovery.k8s.io/v1beta1"

@@ -224,8 +224,8 @@ def test_source_must_belong_to_the_host():
 def test_proxier_settings_become_refproxier_flags():
     sc = parse_scenario(scenario("proxier:\n  masquerade_all: true\n  nodeport_addresses: [192.0.2.0/24]\n"
                                  "  localhost_nodeports: false\n  cluster_cidr: ''\n"), "s.yaml")
-    assert sc.proxier.refproxier_args() == ["--masquerade-all", "--nodeport-addresses", "192.0.2.0/24",
-                                            "--iptables-localhost-nodeports", "false"]
+    assert sc.proxier.refproxier_args() == ["--masquerade-all", "--nodeport-addresses=192.0.2.0/24",
+                                            "--iptables-localhost-nodeports=false"]
     assert sc.proxier.cluster_cidr == ""
     e = error(scenario("proxier:\n  nodeport_addresses: [lan]\n"))
     assert "is not a CIDR" in str(e)
@@ -239,7 +239,7 @@ def test_save_scenario_writes_a_loadable_file(tmp_path):
 
     from harness.scenario_plugin import save_scenario
     from harness.topology.spec import ClientSpec, NodeSpec, TopologySpec, validate
-    from harness.traffic.probe import Observation, Outcome
+    from harness.traffic.probe import Observation, Outcome, ProbeRecord
 
     objs = yaml.safe_load(OBJECTS)["objects"]
     objs[1]["endpoints"][0].pop("targetRef")
@@ -257,9 +257,8 @@ def test_save_scenario_writes_a_loadable_file(tmp_path):
                        seen_src="10.244.1.6") for i in range(3)]
     refused = [Observation(Outcome.ICMP, "192.0.2.101", 41000, "192.0.2.11", 30080, "udp",
                            icmp_type=3, icmp_code=3)]
-    eng = lambda dst, port, proto: NS(dst=dst, dport=port, proto=proto, source=None, sport=None)  # noqa: E731
-    record = [(src, eng("10.96.0.20", 80, "tcp"), obs),
-              (client, eng("192.0.2.11", 30080, "udp"), refused)]
+    record = [ProbeRecord("pod4", "10.96.0.20", 80, "tcp", None, None, obs),
+              ProbeRecord("client1", "192.0.2.11", 30080, "udp", None, None, refused)]
     item = NS(nodeid="conformance/test_x.py::test_y[a]",
               get_closest_marker=lambda name: NS(args=["service/x"], kwargs={"ref": "https://example.org/x"}),
               iter_markers=lambda name: [NS(args=("affinity",))])
@@ -293,3 +292,96 @@ def test_objects_of_both_families_are_an_error_with_a_remedy():
     both = OBJECTS + V6_OBJECTS.replace("objects:\n", "").replace("name: web-abc", "name: web-v6")
     e = error("description: test\n" + both + "flows:\n" + GOOD_FLOW)
     assert "mix IPv4 and IPv6" in str(e) and "keep one family" in str(e)
+
+
+def test_untouched_must_say_what_happens():
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 81, expect: untouched}\n"))
+    assert "does not say what must happen" in str(e) and e.line == 23
+    assert "{untouched: reject}" in e.hint and "{untouched: any}" in e.hint
+    e = error(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 81, expect: {untouched: silence}}\n"))
+    assert "untouched 'silence' is not an outcome" in str(e) and e.line == 23
+    e = error(scenario(flows="  - {name: x, from: client, protocol: UDP, to: 10.96.0.20, port: 81,\n"
+                             "     expect: {untouched: reset}}\n"))
+    assert "only TCP answers with a reset" in str(e) and e.line == 24
+    sc = parse_scenario(scenario(flows="  - {name: x, from: client, to: 10.96.0.20, port: 81, "
+                                       "expect: {untouched: drop}}\n"), "s.yaml")
+    assert (sc.flows[0].expect, sc.flows[0].untouched) == ("untouched", "drop")
+
+# ------------------------------------------------------------------ history: (issue 15)
+
+HISTORY = """\
+history:
+  component: kube-proxy
+  fixed_in: v1.23.0
+  fixed_by: [https://github.com/kubernetes/kubernetes/pull/104009]
+  cherry_picks: [v1.20.11, v1.22.1]
+  introduced_in: v1.19.0
+  last_buggy: v1.19.16
+  modes: [iptables, ipvs]
+  note: >
+    two
+    lines
+"""
+
+
+def test_history_loads_and_tells_which_release_has_the_fix():
+    sc = parse_scenario(scenario(HISTORY), "s.yaml")
+    h = sc.history
+    assert (h.component, h.fixed_in_text, h.last_buggy_text, h.note) == (
+        "kube-proxy", "v1.23.0", "v1.19.16", "two lines")
+    assert [str(c) for c in h.cherry_picks] == ["v1.20.11", "v1.22.1"]
+    assert [h.has_fix(r) for r in ("v1.19.16", "v1.20.10", "v1.20.11", "v1.21.14", "v1.22.1", "v1.23.0")] \
+        == [False, False, True, False, True, True]
+    assert h.expected_to_fail("v1.19.16") is True
+    assert h.expected_to_fail("v1.18.20") is False  # before introduced_in
+    assert h.expected_to_fail("v1.20.15") is False
+    assert h.expected_to_fail("v1.19.16", mode="nftables") is False  # not a mode that had it
+    assert h.to_dict()["cherry_picks"] == ["v1.20.11", "v1.22.1"]
+    assert h.status("v1.19.16") == "before the fix" and h.status("v1.23.4") == "has the fix"
+    assert h.status("v1.18.20") == "not affected (introduced in v1.19.0)"
+    assert h.status("v1.19.16", mode="nftables") == "not affected (iptables/ipvs mode only)"
+
+
+def test_history_words_unknown_and_none():
+    sc = parse_scenario(scenario("history:\n  component: none\n  fixed_in: none\n"
+                                 "  last_buggy: unknown\n"), "s.yaml")
+    assert sc.history.fixed_in is None and sc.history.expected_to_fail("v1.30.0") is None
+    sc = parse_scenario(scenario("history:\n  component: kube-proxy\n  fixed_in: unknown\n"), "s.yaml")
+    assert sc.history.has_fix("v1.30.0") is None
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  colour: blue\n", "unknown key 'colour'"),
+    ("history:\n  fixed_in: v1.23.0\n", "missing 'component'"),
+    ("history:\n  component: kube-dns\n  fixed_in: v1.23.0\n", "history.component 'kube-dns' is unknown"),
+    ("history:\n  component: kube-proxy\n  fixed_in: 1.23\n", "history.fixed_in '1.23' is not a release"),
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  cherry_picks: [v1.24.1]\n",
+     "not older than fixed_in"),
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  last_buggy: v1.23.4\n", "already has the fix"),
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  cherry_picks: [v1.22.4]\n"
+     "  last_buggy: v1.22.5\n", "already has the fix"),
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  introduced_in: v1.22.0\n"
+     "  last_buggy: v1.21.0\n", "older than introduced_in"),
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  modes: [ebpf]\n", "history.modes[0] 'ebpf'"),
+    ("history:\n  component: kube-proxy\n  fixed_in: v1.23.0\n  fixed_by: ['#104009']\n", "is not a URL"),
+])
+def test_history_errors_name_the_line(body, problem):
+    e = error(scenario(body))
+    assert problem in str(e), str(e)
+    assert e.line is not None and e.line >= 22
+
+
+def test_every_bug_scenario_says_its_history():
+    from harness.scenario import load_scenario as load
+
+    for p in sorted((ROOT / "scenarios" / "bugs").glob("*.yaml")):
+        h = load(p).history
+        assert h is not None, f"{p.name} has no history:"
+        if h.component == "kube-proxy" and h.fixed_in is not None:
+            assert h.fixed_by, f"{p.name}: a fixed kube-proxy bug links its fix"
+
+
+def test_a_slice_port_without_a_name_is_an_error():
+    e = error(scenario().replace("ports: [{name: http, port: 8080, protocol: TCP}]",
+                                 "ports: [{port: 8080, protocol: TCP}]"))
+    assert "port 8080 has no name" in str(e) and 'name: ""' in str(e)

@@ -84,15 +84,15 @@ def test_nodeport_addresses_primary_means_the_node_ips():
     assert cfg.nodeport_ips() == ["192.168.0.2"]
 
 
-def test_run_and_cleanup_call_the_daemon_with_the_config(monkeypatch):
+def test_run_and_cleanup_call_the_runner_with_the_config(monkeypatch):
     calls = []
-    fake = types.ModuleType("refproxier.daemon")
+    fake = types.ModuleType("refproxier.runner")
     fake.run = lambda config, state_dir: calls.append(("run", config.hostname, state_dir)) or 0
     fake.cleanup = lambda config: calls.append(("cleanup", config.hostname)) or 3
-    monkeypatch.setitem(sys.modules, "refproxier.daemon", fake)
+    monkeypatch.setitem(sys.modules, "refproxier.runner", fake)
     import refproxier
 
-    monkeypatch.setattr(refproxier, "daemon", fake, raising=False)
+    monkeypatch.setattr(refproxier, "runner", fake, raising=False)
     assert cli.main(["run", "--hostname-override", "n1", "--state-dir", "/tmp/s"]) == 0
     assert cli.main(["cleanup", "--hostname-override", "n1"]) == 3
     assert calls == [("run", "n1", "/tmp/s"), ("cleanup", "n1")]
@@ -100,12 +100,12 @@ def test_run_and_cleanup_call_the_daemon_with_the_config(monkeypatch):
 
 def test_run_passes_a_kubeconfig_and_reads_an_empty_one_as_none(monkeypatch):
     calls = []
-    fake = types.ModuleType("refproxier.daemon")
+    fake = types.ModuleType("refproxier.runner")
     fake.run = lambda config, state_dir, **kw: calls.append((state_dir, kw)) or 0
-    monkeypatch.setitem(sys.modules, "refproxier.daemon", fake)
+    monkeypatch.setitem(sys.modules, "refproxier.runner", fake)
     import refproxier
 
-    monkeypatch.setattr(refproxier, "daemon", fake, raising=False)
+    monkeypatch.setattr(refproxier, "runner", fake, raising=False)
     base = ["run", "--hostname-override", "n1", "--state-dir", "/tmp/s"]
     assert cli.main([*base, "--kubeconfig", "/tmp/kc"]) == 0
     assert cli.main([*base, "--kubeconfig="]) == 0  # {kubeconfig} empty: state.yaml

@@ -2,7 +2,7 @@
 
 import pytest
 
-from refproxier import cli, daemon
+from refproxier import cli, runner
 from servicemodel import statedir
 
 
@@ -33,7 +33,7 @@ def test_render_refuses_two_explicit_families(tmp_path, capsys):
 
 
 def test_ack_is_written_when_both_families_applied(tmp_path):
-    ack = daemon._BothFamiliesAck([4, 6])
+    ack = runner.BothFamiliesAck([4, 6])
     ack.for_family(4)(str(tmp_path), "n1", 3)
     assert statedir.read_applied(tmp_path, "n1") is None
     ack.for_family(6)(str(tmp_path), "n1", 2)

@@ -22,10 +22,19 @@ def test_headless_external_name_and_foreign_proxy_services_are_not_proxied():
     extname = service("ns1", "ext", "")
     extname["spec"].update(type="ExternalName", externalName="example.com")
     other_proxy = service("ns1", "other", "172.30.0.3", labels={"service.kubernetes.io/service-proxy-name": "foo"})
-    labelled = service("ns1", "lab", "172.30.0.4", labels={"service.kubernetes.io/headless": ""})
-    st = proxy_state(headless, extname, other_proxy, labelled, eps_slice("ns1", "headless", [ep("10.0.0.1")]))
+    st = proxy_state(headless, extname, other_proxy, eps_slice("ns1", "headless", [ep("10.0.0.1")]))
     assert st.service_ports == ()
     assert st.problems == ()
+
+
+def test_the_headless_label_on_a_service_with_a_cluster_ip_means_nothing():
+    # kube-proxy since v1.36 (kubernetes#134623) selects Services by service-proxy-name and
+    # spec.clusterIP!=None only; real kube-proxy v1.37.2 proxies such a Service
+    labelled = service("ns1", "lab", "172.30.0.4", labels={"service.kubernetes.io/headless": ""})
+    st = proxy_state(labelled, eps_slice("ns1", "lab", [ep("10.0.0.1")],
+                                         labels={"service.kubernetes.io/service-proxy-name": "x"}))
+    (sp,) = st.service_ports
+    assert [e.ip for e in sp.endpoints] == ["10.0.0.1"]
 
 
 def test_slices_labelled_headless_are_ignored():
@@ -151,3 +160,15 @@ def test_udp_conntrack_data_lists_destinations_and_serving_endpoints():
 def test_generation_is_carried_from_the_cluster_state():
     st = build_proxy_state(cluster(service("ns1", "svc1", "172.30.0.41"), generation=7), fake_config())
     assert st.generation == 7
+
+
+def test_a_slice_port_without_a_name_is_ignored_as_kube_proxy_does():
+    # kube-proxy v1.37.2 logs "Ignoring port with nil name" and refuses the Service (seen in
+    # this suite's bug scenarios); name "" is what the EndpointSlice controller writes
+    st = proxy_state(
+        service("ns1", "svc1", "172.30.0.41", [port(name="", port=80)]),
+        eps_slice("ns1", "svc1", [ep("10.0.0.1")], [{"port": 8080}]),
+    )
+    (sp,) = st.service_ports
+    assert sp.endpoints == ()
+    assert any("kube-proxy ignores a port without a name" in p for p in problems(st))

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from refproxier.backend import DefaultBackend
 from refproxier.config import ProxierConfig
 from refproxier.conntrack import UdpServicePort
-from refproxier.daemon import Daemon, DefaultBackend
+from refproxier.daemon import Daemon
 from refproxier.netfilter_exec import CANARY_CHAIN, RestoreResult
 from servicemodel.statedir import STATE_FILE, read_applied, write_state
 
@@ -266,11 +267,22 @@ def test_problems_are_logged_once_per_appearance(env, caplog):
 def test_canary_missing_forces_full_resync(env):
     env.publish(BASE, 1)
     env.step()
-    env.ipt.tables["nat"].discard(CANARY_CHAIN)
+    for table in ("mangle", "nat", "filter"):  # a firewall reload
+        env.ipt.tables[table].discard(CANARY_CHAIN)
     env.ipt.rules.clear()
     env.step(1.1)
     assert len(env.ipt.restores) == 2 and env.backend.renders[-1]["changed"] is None
     assert CANARY_CHAIN in env.ipt.tables["nat"] and env.ipt.rules
+
+
+def test_only_the_mangle_canary_is_watched_as_kube_proxy_does(env):
+    # kube-proxy's Monitor polls tables[0] (mangle) only; real kube-proxy v1.37.2 leaves a
+    # nat-only flush alone (seen in this suite), and so must the reference
+    env.publish(BASE, 1)
+    env.step()
+    env.ipt.tables["nat"].discard(CANARY_CHAIN)
+    env.step(1.1)
+    assert len(env.ipt.restores) == 1
 
 
 def test_udp_change_triggers_conntrack_cleanup_only_then(env):

@@ -10,10 +10,10 @@ import urllib.request
 
 import pytest
 
-from refproxier import daemon, netfilter_exec
+from refproxier import daemon, netfilter_exec, nethost
+from refproxier.backend import DefaultBackend
 from refproxier.config import ProxierConfig
 from refproxier.conntrack import Deletion, Entry, UdpServicePort, parse_entries, stale_deletions
-from refproxier.daemon import DefaultBackend
 from refproxier.healthcheck import HealthCheckServers, HealthCheckTarget, response_for
 from servicemodel.cluster import ClusterState
 from servicemodel.load import load_text
@@ -211,10 +211,10 @@ def test_root_netns_detection(monkeypatch, ids, kthreadd, named, expected):
     def ns_id(path):
         return ids.get(path.split("/")[2])
 
-    monkeypatch.setattr(daemon, "_ns_id", ns_id)
-    monkeypatch.setattr(daemon, "_is_kthreadd", lambda pid: kthreadd)
-    monkeypatch.setattr(daemon, "_named_netns_ids", lambda: named)
-    assert daemon.in_root_netns() is expected
+    monkeypatch.setattr(nethost, "_ns_id", ns_id)
+    monkeypatch.setattr(nethost, "_is_kthreadd", lambda pid: kthreadd)
+    monkeypatch.setattr(nethost, "_named_netns_ids", lambda: named)
+    assert nethost.in_root_netns() is expected
 
 
 @pytest.mark.parametrize("endpoints,last,now,expected", [
