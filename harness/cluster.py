@@ -291,8 +291,9 @@ class ClusterEnv:
             n = (self.controlplane.generation + 1) % 20000
             port = self._sentinel.spec.ports[0]
             port.port, port.name = SENTINEL_PORT_BASE + n, f"g{n}"
-            self._sentinel.slices = [replace(self.slice_for(self._sentinel, self._sentinel_pods),
-                                             name="svcconf-sentinel")]
+            self._sentinel.slices = [
+                replace(s, name=f"svcconf-sentinel-{s.address_type.lower()}")
+                for s in self.slices_for(self._sentinel, self._sentinel_pods)]
             self.controlplane.put(*self._sentinel.objects())
         return self.controlplane.publish()
 
@@ -311,9 +312,15 @@ class ClusterEnv:
         Service whose port changes with every generation (see ``_wait_by_probing``)."""
         pods = [self.topology.add_pod(f"sentinel{i + 1}", n.name, ports=[(8080, "tcp")])
                 for i, n in enumerate(self.nodes)]
+        # Dual-stack: kube-proxy runs one proxier per family, each syncing on its own, so
+        # the sentinel has a clusterIP of each family and the wait probes both.
+        cluster_ips = ([self.alloc.cluster_ip(f) for f in ("IPv4", "IPv6")] if self.dual_stack
+                       else [self.alloc.cluster_ip()])
+        if self.dual_stack and self.family == "IPv6":
+            cluster_ips.reverse()
         spec = ServiceSpecIn(name="svcconf-sentinel", namespace=SYSTEM_NAMESPACE,
                              ports=[PortSpec(SENTINEL_PORT_BASE, 8080, "TCP", "")],
-                             cluster_ip=self.alloc.cluster_ip())
+                             cluster_ip=cluster_ips[0], cluster_ips=cluster_ips)
         self._sentinel = ServiceHandle(self, spec)
         self._sentinel_pods = pods
 
@@ -324,16 +331,17 @@ class ClusterEnv:
         port = self._sentinel.spec.ports[0].port
         start = time.monotonic()
         deadline = start + timeout
-        for node in self.nodes:
+        for node, ip in ((n, ip) for n in self.nodes for ip in self._sentinel.cluster_ips):
             while True:
-                (obs,) = probe(node, self._sentinel.cluster_ip, port, "tcp", count=1,
+                (obs,) = probe(node, ip, port, "tcp", count=1,
                                timeout=min(0.2, self.timing.positive_s))
                 if obs.outcome is Outcome.REPLY:
                     break
                 self.check_proxiers()
                 if time.monotonic() > deadline:
                     raise SyncTimeout(
-                        f"generation {generation}: the sentinel Service {self._sentinel.cluster_ip}:{port} "
+                        f"generation {generation}: the sentinel Service "
+                        f"{f'[{ip}]' if ':' in ip else ip}:{port} "
                         f"did not answer from node {node.name} within {timeout:.1f}s (last: "
                         f"{obs.outcome.name}); the proxier has not applied the state, or does "
                         "not implement ClusterIP for TCP. Check its log, or raise --timeout-scale."

@@ -41,6 +41,7 @@ import yaml
 
 from harness.controlplane.legacy import LEGACY_RESOURCES, derived_objects, store_kind
 from harness.controlplane.statedir import ObjectStore, publish_order
+from harness.kubebins import DEFAULT_VERSION
 
 API_PORT = 6443
 HISTORY_LIMIT = 20000  # watch events kept for watches resuming from a resourceVersion
@@ -337,18 +338,21 @@ class ApiState:
             namespace, rest = rest[1], rest[2:]
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
         res = RESOURCES.get((gv, plural)) or (LEGACY_RESOURCES.get((gv, plural)) if self.legacy else None)
-        if res is None or len(rest) > 2:
-            return Response(404, status_body(404, f"the server could not find the requested "
-                                             f"resource (/{path})"))
-        kind, api_version, namespaced = res
-        if namespace is not None and not namespaced:
-            return Response(404, status_body(404, f"{plural} are not namespaced (/{path})"))
+        kind, api_version, namespaced = res or ("", "", False)
+        if res is None or len(rest) > 2 or (namespace is not None and not namespaced):
+            return _not_found()
         if name is not None:
             return self._get(store_kind(kind, api_version), plural, namespace or "", name)
         sel = Selection(kind, namespace, tuple(parse_label_selector(query.get("labelSelector"))),
                         tuple(parse_field_selector(query.get("fieldSelector"), kind)), api_version)
+        rv = query.get("resourceVersion") or ""
+        if rv not in ("", "0") and not rv.isdigit():
+            # as kube-apiserver: a list is refused, a watch is opened and ends in an error
+            if query.get("watch") not in _TRUE:
+                return Response(400, status_body(400, f"invalid resource version: {rv}"))
+            return Response(200, stream=iter([{"type": "ERROR", "object": {
+                **status_body(500, f"invalid resource version: {rv}"), "reason": ""}}]))
         if query.get("watch") in _TRUE:
-            rv = query.get("resourceVersion") or ""
             since = None if rv in ("", "0") else _parse_rv(rv)
             timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
             bookmarks = query.get("allowWatchBookmarks") in _TRUE
@@ -368,8 +372,10 @@ class ApiState:
 
     def _discovery(self, path: str) -> Response:
         if path == "version":
-            return Response(200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-svcconf",
-                                  "platform": "linux/amd64"})
+            # the release whose API it stands in for (the kube-apiserver option's default)
+            major, minor, _ = DEFAULT_VERSION.lstrip("v").split(".", 2)
+            return Response(200, {"major": major, "minor": minor,
+                                  "gitVersion": f"{DEFAULT_VERSION}-svcconf", "platform": "linux/amd64"})
         if path == "api":
             return Response(200, {"kind": "APIVersions", "versions": ["v1"],
                                   "serverAddressByClientCIDRs": []})
@@ -382,7 +388,7 @@ class ApiState:
                                  if gv.startswith(f"apis/{g['name']}/") and not gv.endswith("/v1")})
                 g["versions"] += [{"groupVersion": f"{g['name']}/{v}", "version": v} for v in legacy]
             return Response(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-        return Response(404, status_body(404, f"the server could not find the requested resource (/{path})"))
+        return _not_found()
 
     def _get(self, kind: str, plural: str, namespace: str, name: str) -> Response:
         with self.cond:
@@ -396,7 +402,9 @@ class ApiState:
     def _list(self, kind: str, api_version: str, sel: Selection) -> Response:
         # (sel.api_version keeps a legacy version's objects apart from the current one's)
         with self.cond:
-            items = [copy.deepcopy(o) for k, o in sorted(self.live.items()) if sel.matches(o)]
+            # as kube-apiserver's JSON: the list's kind names its items' kind
+            items = [{k: v for k, v in copy.deepcopy(o).items() if k not in ("kind", "apiVersion")}
+                     for _, o in sorted(self.live.items()) if sel.matches(o)]
             rv = self.rv
         return Response(200, {"kind": f"{kind}List", "apiVersion": api_version,
                               "metadata": {"resourceVersion": str(rv)}, "items": items})
@@ -421,7 +429,7 @@ class ApiState:
             bookmarked = sent
         if initial is None:
             yield {"type": "ERROR", "object": status_body(
-                410, f"too old resource version: {params.since} ({self._oldest_resumable() + 1})",
+                410, f"too old resource version: {params.since} ({self._oldest_resumable()})",
                 "Expired")}
             return
         for obj in initial:
@@ -500,6 +508,12 @@ def _event_for(sel: Selection, e: _Event) -> dict[str, Any] | None:
     return None
 
 
+def _not_found() -> Response:
+    """kube-apiserver's answer to a path it serves nothing at."""
+    return Response(404, {**status_body(404, "the server could not find the requested resource"),
+                          "details": {}})
+
+
 def _api_version_of(kind: str) -> str:
     return next(av for k, av, _ in RESOURCES.values() if k == kind)
 
@@ -532,7 +546,7 @@ def _resource_list(gv: str, legacy: bool = False) -> Response:
         resources.append({"name": "events", "singularName": "event", "namespaced": True,
                           "kind": "Event", "verbs": ["create", "patch", "update"]})
     if not resources:
-        return Response(404, status_body(404, f"the server could not find the requested resource (/{gv})"))
+        return _not_found()
     return Response(200, {"kind": "APIResourceList", "apiVersion": "v1",
                           "groupVersion": gv.split("/", 1)[1], "resources": resources})
 

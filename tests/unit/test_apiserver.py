@@ -164,13 +164,22 @@ def test_only_the_kinds_a_proxier_reads_are_served(tmp_path):
     ("/apis/apps/v1/deployments", 404),
     ("/api/v1/services?labelSelector=a%20b", 400),
     ("/api/v1/nodes?fieldSelector=spec.x%3D1", 400),
-    ("/api/v1/services?watch=1&resourceVersion=abc", 400),
+    ("/api/v1/services?resourceVersion=abc", 400),
 ])
 def test_errors_are_status_bodies(target, code):
     r = ApiState().handle("GET", target)
     assert r.code == code
     assert r.body["kind"] == "Status" and r.body["status"] == "Failure" and r.body["code"] == code
     assert r.body["message"]
+
+
+def test_a_watch_from_an_unparsable_resource_version_ends_in_an_error_event():
+    # as kube-apiserver: the watch is opened (200), then one ERROR event (code 500) ends it
+    r = ApiState().handle("GET", "/api/v1/services?watch=1&resourceVersion=abc")
+    assert r.code == 200
+    events = list(r.stream)
+    assert [e["type"] for e in events] == ["ERROR"]
+    assert events[0]["object"]["code"] == 500 and "abc" in events[0]["object"]["message"]
 
 
 def test_writes_other_than_events_are_refused_and_events_accepted():
@@ -421,11 +430,12 @@ def test_old_proxiers_get_endpoints_and_v1beta1_slices_from_the_same_objects(tmp
     assert r.body["apiVersion"] == "discovery.k8s.io/v1beta1"
     items = {i["metadata"]["name"]: i for i in r.body["items"]}
     assert set(items) == {"a-1", "a-2"}
-    assert items["a-1"]["apiVersion"] == "discovery.k8s.io/v1beta1"
+    assert "apiVersion" not in items["a-1"]  # the list's apiVersion names it, as kube-apiserver's
     assert items["a-1"]["endpoints"][0]["topology"] == {"kubernetes.io/hostname": "node1"}
     # the current version still lists only its own objects
-    v1 = cp.state.handle("GET", "/apis/discovery.k8s.io/v1/endpointslices").body["items"]
-    assert {i["apiVersion"] for i in v1} == {"discovery.k8s.io/v1"} and len(v1) == 2
+    v1 = cp.state.handle("GET", "/apis/discovery.k8s.io/v1/endpointslices").body
+    assert v1["apiVersion"] == "discovery.k8s.io/v1" and len(v1["items"]) == 2
+    assert all("endpoints" in i and "topology" not in i["endpoints"][0] for i in v1["items"])
     ep = cp.state.handle("GET", "/api/v1/namespaces/ns1/endpoints/a").body
     assert ep["kind"] == "Endpoints"
     assert [[a["ip"] for a in s.get("addresses", [])] for s in ep["subsets"]] == [["10.244.1.5"], []]
