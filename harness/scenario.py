@@ -120,12 +120,30 @@ class Flow:
     line: int = 0
     untouched: str | None = None  # expect {untouched: X}: one of UNTOUCHED
     reach: str | None = None  # "all": every expected endpoint must answer at least once
+    http: int | None = None  # expect {http: STATUS}: an HTTP GET answered with STATUS
+    endpoint_of: tuple[str, str] | None = None  # (flow name, same|different|independent)
+    connection: str | None = None  # TCP connections kept open across steps, by name
+    opens: bool = False  # the first flow of its connection (it opens them)
+    inject: str | None = None  # crafted packet sent into the connection first: INJECTIONS
+    requires: list[str] = field(default_factory=list)  # capabilities; else the flow is skipped
+    known_gaps: dict[str, str] = field(default_factory=dict)  # proxier -> reason (strict)
 
     def describe(self) -> str:
         exp = self.expect if isinstance(self.expect, str) else "{" + ", ".join(self.expect) + "}"
         masq = "" if self.masq is None else f", masq {str(self.masq).lower()}"
         return (f"{self.name!r}: from {self.src} {self.protocol} to {self.to}:{self.port} "
                 f"-> {exp}{masq}")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A process on a node (``topology.listeners``): the echo server in the node's own
+    namespace on ``port``, answering with ``name`` (a flow can expect it by that name)."""
+
+    name: str
+    node: str
+    port: int
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -324,6 +342,8 @@ class Scenario:
     history: History | None = None
     #: the file says ``topology.pod_network`` (else ``--pod-network`` applies)
     pod_network_pinned: bool = False
+    #: processes listening in a node's own namespace (``topology.listeners``)
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -490,9 +510,11 @@ HISTORY_KEYS = {"component": True, "fixed_in": True, "fixed_by": False, "cherry_
                 "introduced_in": False, "last_buggy": False, "modes": False, "note": False}
 FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
              "expect": True, "masq": False, "count": False, "sport": False, "source": False,
-             "distribution": False, "affinity": False, "interval": False, "reach": False}
+             "distribution": False, "affinity": False, "interval": False, "reach": False,
+             "endpoint_of": False, "connection": False, "inject": False, "requires": False,
+             "known_gap": False}
 TOPO_KEYS = {"pod_network": False, "hairpin_mode": False, "client_gateway": False,
-             "nodes": False, "clients": False, "pods": False}
+             "nodes": False, "clients": False, "pods": False, "listeners": False}
 PROXIER_KEYS = {"cluster_cidr": False, "masquerade_all": False, "nodeport_addresses": False,
                 "localhost_nodeports": False, "capabilities": False}
 STEP_ACTIONS = ("apply", "delete", "restart_proxier", "wait", "flows")
@@ -565,7 +587,9 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
     topo = _topology(r, top.get("topology"), all_objects, proxier, family)
     sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
                   features, lines, gaps)
+    sc.listeners = _listeners(r, top.get("topology"), topo)
     _check_references(r, sc, all_objects)
+    _check_relations(r, sc)
     topo_node = top.get("topology")
     sc.pod_network_pinned = isinstance(topo_node, yaml.MappingNode) and any(
         k.value == "pod_network" for k, _ in topo_node.value)
@@ -726,6 +750,9 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
                  to=str(r.scalar(m["to"], f"{w}.to")),
                  port=r.integer(m["port"], f"{w}.port", 1, 65535), expect=exp,
                  line=fn.start_mark.line + 1, untouched=untouched)
+        if exp == "http":
+            f.http = int(untouched or 0)
+            f.untouched = None
         if "masq" in m:
             f.masq = r.boolean(m["masq"], f"{w}.masq")
             if isinstance(exp, str):
@@ -758,6 +785,8 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
                         "statistical checks need many")
         if "reach" in m:
             f.reach = _reach(r, m["reach"], f, w)
+        _scoping(r, m, f, w)
+        _relations(r, m, f, w)
         f._node = fn  # type: ignore[attr-defined]
         out.append(f)
     return out
@@ -775,6 +804,13 @@ def _expect(r: _Reader, node: yaml.Node, name: str, w: str,
     what the destination itself does with the untranslated packet (``any``: anything but
     an endpoint's answer, chosen on purpose). Returns (expect, untouched)."""
     if isinstance(node, yaml.MappingNode):
+        keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        if "http" in keys:
+            hm = r.mapping(node, f"flow {name!r}: expect", {"http": True})
+            status = r.integer(hm["http"], f"{w}.expect.http", 100, 599)
+            if proto != "TCP":
+                raise r.err(hm["http"], f"flow {name!r}: HTTP needs TCP", "drop 'protocol'")
+            return "http", str(status)
         um = r.mapping(node, f"flow {name!r}: expect", {"untouched": True})
         how = r.string(um["untouched"], f"{w}.expect.untouched")
         if how not in UNTOUCHED:
@@ -801,6 +837,108 @@ def _expect(r: _Reader, node: yaml.Node, name: str, w: str,
         raise r.err(node, f"flow {name!r}: expect is an empty list",
                     "write 'reject' or 'drop' for flows no endpoint may answer")
     return exps, None
+
+
+#: how a flow's endpoints relate to an earlier flow's, per source address (``endpoint_of``)
+RELATIONS = ("same", "different", "independent")
+#: crafted packets a connection flow can send into its connections first (``inject``)
+INJECTIONS = ("out-of-window",)
+
+
+def _scoping(r: _Reader, m: dict[str, yaml.Node], f: Flow, w: str) -> None:
+    """``requires: [capability]`` and ``known_gap: [{proxier, reason}]`` on one flow."""
+    if "requires" in m:
+        from harness.proxiers import CAPABILITIES
+
+        f.requires = r.strings(m["requires"], f"{w}.requires")
+        for i, c in enumerate(f.requires):
+            if c not in CAPABILITIES:
+                raise r.err(m["requires"].value[i], f"flow {f.name!r}: unknown capability {c!r}",
+                            f"known: {', '.join(sorted(CAPABILITIES))}")
+    if "known_gap" in m:
+        for i, gn in enumerate(r.sequence(m["known_gap"], f"{w}.known_gap")):
+            gm = r.mapping(gn, f"{w}.known_gap[{i}]", {"proxier": True, "reason": True})
+            prox = r.string(gm["proxier"], "proxier")
+            reason = r.string(gm["reason"], "reason")
+            if prox in f.known_gaps:
+                raise r.err(gm["proxier"], f"flow {f.name!r}: known_gap proxier {prox!r} twice")
+            if "http" not in reason:
+                raise r.err(gm["reason"], f"flow {f.name!r}: a known gap's reason must link the "
+                            "issue or the difference", "add the URL to 'reason'")
+            f.known_gaps[prox] = reason
+
+
+def _relations(r: _Reader, m: dict[str, yaml.Node], f: Flow, w: str) -> None:
+    """``endpoint_of``, ``connection`` and ``inject`` (checked against other flows later,
+    in ``_check_relations``)."""
+    if f.http is not None and f.sport:
+        raise r.err(m["sport"], f"flow {f.name!r}: an HTTP probe has its own source port",
+                    "drop 'sport'")
+    if "endpoint_of" in m:
+        em = r.mapping(m["endpoint_of"], f"{w}.endpoint_of", {"flow": True, "is": True})
+        rel = r.string(em["is"], f"{w}.endpoint_of.is")
+        if rel not in RELATIONS:
+            raise r.err(em["is"], f"flow {f.name!r}: endpoint_of.is {rel!r}",
+                        f"one of {', '.join(RELATIONS)}")
+        if not isinstance(f.expect, list):
+            raise r.err(m["endpoint_of"], f"flow {f.name!r}: endpoint_of needs a list of endpoints")
+        if rel == "independent" and len(f.expect) < 2:
+            raise r.err(em["is"], f"flow {f.name!r}: independent needs at least 2 endpoints")
+        f.endpoint_of = (r.string(em["flow"], f"{w}.endpoint_of.flow"), rel)
+    if "connection" in m:
+        f.connection = r.string(m["connection"], f"{w}.connection")
+        why = ("connections are TCP" if f.protocol != "TCP"
+               else "it needs a list of endpoints" if not isinstance(f.expect, list)
+               else "a kept connection has its own source port" if f.sport
+               else "statistical checks need new connections" if f.distribution or f.affinity
+               else "reach: all needs new connections" if f.reach else "")
+        if why:
+            raise r.err(m["connection"], f"flow {f.name!r}: connection does not go with this "
+                        f"flow: {why}")
+    if "inject" in m:
+        f.inject = r.string(m["inject"], f"{w}.inject")
+        if f.inject not in INJECTIONS:
+            raise r.err(m["inject"], f"flow {f.name!r}: inject {f.inject!r}",
+                        f"one of {', '.join(INJECTIONS)}")
+        if not f.connection:
+            raise r.err(m["inject"], f"flow {f.name!r}: inject needs a connection to inject into",
+                        "add 'connection: NAME'")
+
+
+def _check_relations(r: _Reader, sc: Scenario) -> None:
+    """``endpoint_of`` names an earlier flow with endpoints; the flows of one ``connection``
+    go from the same host to the same place, and only the first says ``count``."""
+    seen: dict[str, Flow] = {}
+    opened: dict[str, Flow] = {}
+    for f in sc.all_flows():
+        fm = {k.value: v for k, v in f._node.value} if hasattr(f, "_node") else {}  # type: ignore[attr-defined]
+        if f.endpoint_of:
+            other = seen.get(f.endpoint_of[0])
+            if other is None:
+                raise r.err(fm.get("endpoint_of"), f"flow {f.name!r}: endpoint_of flow "
+                            f"{f.endpoint_of[0]!r} is no earlier flow",
+                            f"earlier flows: {', '.join(seen) or 'none'}")
+            if not isinstance(other.expect, list):
+                raise r.err(fm.get("endpoint_of"), f"flow {f.name!r}: flow {other.name!r} "
+                            "reaches no endpoints to compare with")
+        if f.connection:
+            first = opened.get(f.connection)
+            if first is None:
+                opened[f.connection] = f
+                f.opens = True
+            else:
+                diff = [k for k, a, b in (("from", f.src, first.src), ("to", f.to, first.to),
+                                          ("port", f.port, first.port),
+                                          ("source", f.source, first.source)) if a != b]
+                if diff:
+                    raise r.err(fm.get("connection"), f"flow {f.name!r}: connection "
+                                f"{f.connection!r} was opened by flow {first.name!r} with other "
+                                f"{', '.join(diff)}", "a kept connection keeps its addresses")
+                if "count" in fm:
+                    raise r.err(fm["count"], f"flow {f.name!r}: the connections were opened by "
+                                f"flow {first.name!r}", "give 'count' there only")
+                f.count = first.count
+        seen[f.name] = f
 
 
 def _reach(r: _Reader, node: yaml.Node, f: Flow, w: str) -> str:
@@ -920,6 +1058,33 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
     return spec
 
 
+def _listeners(r: _Reader, node: yaml.Node | None, spec: Any) -> list[Listener]:
+    """``topology.listeners``: ``[{name, node, port, protocol}]``, a process in a node's
+    namespace (kubernetes#97360: a host process on a port the proxier also handles)."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    ln = {k.value: v for k, v in node.value}.get("listeners")
+    if ln is None:
+        return []
+    nodes = set(validate(spec).nodes)
+    taken = {p.name for p in spec.pods} | nodes
+    out: list[Listener] = []
+    for i, item in enumerate(r.sequence(ln, "topology.listeners")):
+        w = f"topology.listeners[{i}]"
+        m = r.mapping(item, w, {"name": True, "node": True, "port": True, "protocol": False})
+        name, on = r.string(m["name"], f"{w}.name"), r.string(m["node"], f"{w}.node")
+        if on not in nodes:
+            raise r.err(m["node"], f"{w}: {on!r} is not a node", f"nodes: {', '.join(sorted(nodes))}")
+        if name in taken:
+            raise r.err(m["name"], f"{w}: name {name!r} is already a pod, node or listener")
+        taken.add(name)
+        proto = r.string(m["protocol"], f"{w}.protocol").upper() if "protocol" in m else "TCP"
+        if proto not in ("TCP", "UDP"):
+            raise r.err(m["protocol"], f"{w}: protocol {proto!r}", "TCP or UDP")
+        out.append(Listener(name, on, r.integer(m["port"], f"{w}.port", 1, 65535), proto))
+    return out
+
+
 def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
     spec = sc.topology
     res = validate(spec)
@@ -979,8 +1144,8 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
                     if e not in endpoints:
                         raise r.err(en, f"flow {f.name!r}: endpoint {e} is in no EndpointSlice",
                                     f"endpoints: {', '.join(sorted(endpoints)) or 'none'}")
-                elif e not in slice_pods:
-                    raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod",
+                elif e not in slice_pods and e not in {x.name for x in sc.listeners}:
+                    raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod or listener",
                                 f"endpoint pods: {', '.join(sorted(slice_pods)) or 'none'}")
     for s in sc.steps:
         if s.kind == "restart_proxier" and s.node != "all" and s.node not in res.nodes:
