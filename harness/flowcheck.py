@@ -330,7 +330,7 @@ def http_verdict(f: Flow, obs: Sequence[Any]) -> Verdict:
             bad.append((i, f"{verdicts._probe_key(o)} instead of an HTTP answer"))
         elif o.status != f.http:
             bad.append((i, f"HTTP {o.status} {o.body[:80]!r}"))
-    v = verdicts._exact(f"{f.name}: http", obs, f"HTTP status {f.http}", bad)
+    v = verdicts._exact(f"{f.name}: outcome http", obs, f"HTTP status {f.http}", bad)
     v.observed = ", ".join(f"{n}x {k}" for k, n in Counter(
         f"HTTP {o.status} {o.body[:60]}".strip() if o.status is not None
         else verdicts._probe_key(o) for o in obs).most_common()) or "no probes"
