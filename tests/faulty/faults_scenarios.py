@@ -109,3 +109,21 @@ FAULTS_LIST.append(
           _lb_ips_of_any_family,
           caught_by=("scenario/bugs/k8s-73157", "scenario/bugs/k8s-88316"),
           pytest_args=("scenarios/bugs/k8s-73157.yaml", "scenarios/bugs/k8s-88316.yaml")))
+
+
+def _no_reject_from_input() -> None:
+    # kube-proxy v1.6.0 (kubernetes#43969, fixed by PR #43972): the "has no endpoints"
+    # REJECT rules were reached from OUTPUT (and FORWARD) only, not from INPUT, so packets
+    # from outside to a nodePort without endpoints reached whatever held the port on the
+    # node (kube-proxy itself then held every nodePort open: CLOSE_WAIT sockets piled up).
+    from refproxier import iptables
+
+    iptables._JUMPS = tuple(j for j in iptables._JUMPS
+                            if not (j[0] == "filter" and j[1] == "INPUT"
+                                    and j[2] == iptables.KUBE_EXTERNAL_SERVICES))
+
+
+FAULTS_LIST.append(
+    Fault("no-reject-from-input",
+          "nodePorts without endpoints are not rejected on the way in (no INPUT jump)",
+          _no_reject_from_input, **_scenario("k8s-43969")))
