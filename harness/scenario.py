@@ -64,6 +64,31 @@ count then comes from the stated error rates unless ``count`` is given); ``reach
 fails with probability <= 1e-6); ``interval``
 (affinity: the connections of each client address are made in rounds this many idle
 seconds apart, so stickiness must outlast the pause).
+
+Constructs for what bug reports need (issue 16):
+
+* ``topology.listeners: [{name, node, port, protocol}]``: a process in a node's own
+  namespace (the echo server, answering as ``name``) on a port the proxier may also
+  handle; flows expect it by name (kubernetes#97360, #43969).
+* ``expect: {http: STATUS}``: each probe is an HTTP GET answered with STATUS (a node's
+  health check node port: 200 with local endpoints, 503 without; kubernetes#44311).
+* ``connection: NAME``: TCP connections kept open across steps. The first flow naming it
+  opens ``count`` connections (each answered by the pod that greets it); every later flow
+  naming it (same from/to/port/source, no count) sends a line on each and expects the
+  same pod to echo it, so a reset or silence fails (kubernetes#75360: a proxier restart).
+* ``inject: out-of-window`` (on a connection flow): first a TCP segment far beyond the
+  client's window is crafted from each connection's endpoint (scapy, its own address and
+  port); none may reach the client un-NATed (kubernetes#74839).
+* ``endpoint_of: {flow: X, is: same|different|independent}``: per source address, this
+  flow's endpoints against those an earlier flow X reached: only X's, never X's, or not
+  every address on X's (a correct proxier fails ``independent`` with probability n^-k for
+  n endpoints and k addresses; fewer addresses than make that <= 1e-6 fail as
+  inconclusive; kubernetes#103000).
+* ``requires: [capability]``: the flow is skipped (reported "skipped", with the reason)
+  for a proxier that does not declare the capability; the other flows still run.
+* ``known_gap: [{proxier, reason}]``: the flow is expected to fail for that proxier
+  (reported "known gap"; strict: one that passes fails, so the entry goes). The reason
+  must carry a link.
 """
 
 from __future__ import annotations
