@@ -426,3 +426,15 @@ def test_requires_and_known_gap_scope_a_flow():
                   {"known_gap": [{"proxier": "x", "reason": "https://a"}, {"proxier": "x", "reason": "https://b"}]}):
         with pytest.raises(ScenarioError, match=r"flows.yaml:\d+"):
             load_all([{**BASE, "name": "g", "expect": "drop", **extra}])
+
+
+def test_sctp_ports_are_left_out_of_listeners_without_sctp_sockets():
+    from harness.scenario_plugin import without_sctp_listeners
+
+    sc = load_all([{**BASE, "name": "x", "expect": "drop"}])
+    topo = sc.topology
+    from dataclasses import replace
+    topo = replace(topo, pods=tuple(replace(p, ports=(*p.ports, (9090, "sctp"))) for p in topo.pods))
+    out = without_sctp_listeners(topo)
+    assert all(pp[1] != "sctp" for p in out.pods for pp in p.ports)
+    assert [p.name for p in out.pods] == [p.name for p in topo.pods]
