@@ -171,7 +171,8 @@ class FlowResult:
 def expected_text(f: Flow) -> str:
     """The flow's expectation in one line (the report's ``expected`` column)."""
     if isinstance(f.expect, list):
-        exp = "{" + ", ".join(f.expect) + "}"
+        shown = getattr(f, "written_expect", f.expect)
+        exp = "{" + ", ".join(shown) + "}" + (f" ({len(f.expect)} endpoints)" if shown != f.expect else "")
     elif f.http is not None:
         exp = f"HTTP {f.http}"
     elif f.expect == "untouched":

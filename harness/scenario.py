@@ -154,7 +154,8 @@ class Flow:
     known_gaps: dict[str, str] = field(default_factory=dict)  # proxier -> reason (strict)
 
     def describe(self) -> str:
-        exp = self.expect if isinstance(self.expect, str) else "{" + ", ".join(self.expect) + "}"
+        shown = getattr(self, "written_expect", self.expect)
+        exp = shown if isinstance(shown, str) else "{" + ", ".join(shown) + "}"
         masq = "" if self.masq is None else f", masq {str(self.masq).lower()}"
         return (f"{self.name!r}: from {self.src} {self.protocol} to {self.to}:{self.port} "
                 f"-> {exp}{masq}")
@@ -476,6 +477,11 @@ class _Reader:
             for i, item in enumerate(self.sequence(node, what)):
                 # one object at a time, so an error points at that object's line
                 try:
+                    if isinstance(item, yaml.MappingNode) and any(
+                            k.value == "generate" for k, _ in item.value):
+                        docs = generate_slices(self, item, f"{what}[{i}]")
+                        out += load_text(yaml.safe_dump_all(docs), source=str(self.path))
+                        continue
                     out += load_text(yaml.safe_dump(_construct(item)), source=str(self.path))
                 except ModelError as e:
                     raise ScenarioError(
@@ -500,6 +506,53 @@ class _Reader:
         elif isinstance(node, yaml.SequenceNode):
             for v in node.value:
                 self.no_duplicate_keys(v, what)
+
+
+#: the EndpointSlice controller's default --max-endpoints-per-slice
+DEFAULT_PER_SLICE = 100
+GENERATE_KEYS = {"generate": True, "service": True, "namespace": False, "endpoints": True,
+                 "ports": True, "per_slice": False, "pod_prefix": False}
+
+
+def generate_slices(r: _Reader, node: yaml.Node, what: str) -> list[dict[str, Any]]:
+    """``{generate: EndpointSlice, service, namespace, endpoints: [{node, count, first}],
+    ports, per_slice, pod_prefix}``: the EndpointSlices the controller would write for
+    ``count`` ready pods per node, addresses consecutive from ``first``, pods named
+    ``PREFIX-0``, ``PREFIX-1``, ... (expect them with a pattern: ``PREFIX-*``), at most
+    ``per_slice`` endpoints (default 100) per slice."""
+    m = r.mapping(node, what, GENERATE_KEYS)
+    if r.string(m["generate"], f"{what}.generate") != "EndpointSlice":
+        raise r.err(m["generate"], f"{what}: only EndpointSlices are generated",
+                    "write generate: EndpointSlice")
+    svc = r.string(m["service"], f"{what}.service")
+    ns = r.string(m["namespace"], f"{what}.namespace") if "namespace" in m else "default"
+    prefix = r.string(m["pod_prefix"], f"{what}.pod_prefix") if "pod_prefix" in m else svc
+    per = r.integer(m["per_slice"], f"{what}.per_slice", 1, 1000) if "per_slice" in m else DEFAULT_PER_SLICE
+    ports = _construct(m["ports"])
+    if not isinstance(ports, list) or not ports:
+        raise r.err(m["ports"], f"{what}.ports must be a non-empty list of EndpointSlice ports")
+    eps: list[dict[str, Any]] = []
+    family = "IPv4"
+    for j, en in enumerate(r.sequence(m["endpoints"], f"{what}.endpoints")):
+        w = f"{what}.endpoints[{j}]"
+        em = r.mapping(en, w, {"node": True, "count": True, "first": True})
+        on = r.string(em["node"], f"{w}.node")
+        count = r.integer(em["count"], f"{w}.count", 1, 5000)
+        try:
+            first = ipaddress.ip_address(r.string(em["first"], f"{w}.first"))
+        except ValueError:
+            raise r.err(em["first"], f"{w}.first is not an address") from None
+        family = "IPv6" if first.version == 6 else "IPv4"
+        for k in range(count):
+            eps.append({"addresses": [str(first + k)], "nodeName": on,
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "targetRef": {"kind": "Pod", "namespace": ns,
+                                      "name": f"{prefix}-{len(eps)}"}})
+    return [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": f"{svc}-gen{i // per}", "namespace": ns,
+                          "labels": {"kubernetes.io/service-name": svc}},
+             "addressType": family, "endpoints": eps[i:i + per], "ports": ports}
+            for i in range(0, len(eps), per)]
 
 
 def _kind(node: yaml.Node) -> str:
@@ -801,7 +854,8 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
             if not f.affinity:
                 raise r.err(m["interval"], f"flow {name!r}: interval is for affinity flows",
                             "add 'affinity: true' or drop 'interval'")
-        if (f.distribution or f.affinity) and (isinstance(exp, str) or len(exp) < 2):
+        if (f.distribution or f.affinity) and (isinstance(exp, str) or (
+                len(exp) < 2 and not any(map(_is_pattern, exp)))):
             raise r.err(fn, f"flow {name!r}: statistical checks need at least 2 expected endpoints")
         if f.distribution and f.affinity:
             raise r.err(fn, f"flow {name!r}: distribution and affinity exclude each other")
@@ -1138,8 +1192,11 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
                     endpoints.add(f"{a}:{p.port}")
     slice_pods = {pods_by_ip[e.rsplit(':', 1)[0]] for e in endpoints if e.rsplit(':', 1)[0] in pods_by_ip}
     names: dict[str, int] = {}
+    listener_names = {x.name for x in sc.listeners}
     for f in sc.all_flows():
         fn = getattr(f, "_node", None)
+        if isinstance(f.expect, list) and any(_is_pattern(e) for e in f.expect):
+            f.expect = _expand(r, f, fn, sorted(slice_pods | listener_names, key=_natural))
         if f.name in names:
             raise r.err(fn, f"duplicate flow name {f.name!r}", f"also used on line {names[f.name]}")
         names[f.name] = f.line
@@ -1164,18 +1221,55 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
                             "nor a node", f"nodes: {', '.join(sorted(res.nodes))}") from None
         if isinstance(f.expect, list):
             for j, e in enumerate(f.expect):
-                en = fm["expect"].value[j] if "expect" in fm else None
+                written = getattr(f, "written_expect", f.expect)
+                en = (fm["expect"].value[j] if "expect" in fm and written is f.expect
+                      else fm.get("expect"))
                 if ":" in e:
                     if e not in endpoints:
                         raise r.err(en, f"flow {f.name!r}: endpoint {e} is in no EndpointSlice",
                                     f"endpoints: {', '.join(sorted(endpoints)) or 'none'}")
-                elif e not in slice_pods and e not in {x.name for x in sc.listeners}:
+                elif e not in slice_pods and e not in listener_names:
                     raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod or listener",
                                 f"endpoint pods: {', '.join(sorted(slice_pods)) or 'none'}")
     for s in sc.steps:
         if s.kind == "restart_proxier" and s.node != "all" and s.node not in res.nodes:
             raise ScenarioError(sc.path, s.line, f"restart_proxier: {s.node!r} is not a node",
                                 f"nodes: {', '.join(sorted(res.nodes))}, or 'all'")
+
+
+def _is_pattern(e: str) -> bool:
+    return any(c in e for c in "*?[")
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """big-2 before big-10."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def _expand(r: _Reader, f: Flow, fn: Any, pods: list[str]) -> list[str]:
+    """``expect`` entries written as patterns (``big-*``: fnmatch over endpoint pod and
+    listener names), expanded; a pattern that matches nothing is an error."""
+    import fnmatch
+
+    fm = {k.value: v for k, v in fn.value} if fn is not None else {}
+    out: list[str] = []
+    for j, e in enumerate(f.expect):
+        if not _is_pattern(e):
+            out.append(e)
+            continue
+        hit = [p for p in pods if fnmatch.fnmatchcase(p, e)]
+        if not hit:
+            raise r.err(fm["expect"].value[j] if "expect" in fm else fn,
+                        f"flow {f.name!r}: pattern {e!r} matches no endpoint pod",
+                        f"endpoint pods: {', '.join(pods[:10])}{' ...' if len(pods) > 10 else ''}")
+        out += [p for p in hit if p not in out]
+    if (f.distribution or f.affinity or f.endpoint_of) and len(out) < 2:
+        raise r.err(fn, f"flow {f.name!r}: statistical checks need at least 2 expected "
+                    f"endpoints; {f.expect} matches {out}")
+    f.written_expect = list(f.expect)  # type: ignore[attr-defined]
+    return out
 
 
 def endpoint_pod(spec: Any, endpoint: str) -> str:
