@@ -143,3 +143,28 @@ FAULTS_LIST.append(
     Fault("probability-two-decimals",
           "statistic probabilities printed with 2 decimals (kubernetes#83599's defect, coarser)",
           _probability_two_decimals, **_scenario("k8s-83599")))
+
+
+def _nodeless_endpoints_local() -> None:
+    # A proxier that counts an endpoint without nodeName as local on every node (kube-proxy
+    # compares nodeName with its hostname, so such an endpoint is never local: with
+    # externalTrafficPolicy Local it is not served through any node; kubernetes#48437).
+    from dataclasses import replace
+
+    from refproxier import proxystate
+
+    orig = getattr(proxystate, "_slice_endpoints", None)
+    if orig is None:
+        raise RuntimeError("refproxier.proxystate._slice_endpoints is gone; update the fault")
+
+    def by_port(*args, **kwargs):
+        out = orig(*args, **kwargs)
+        return {k: [replace(e, is_local=True) if e.node_name is None else e for e in lst]
+                for k, lst in out.items()}
+    proxystate._slice_endpoints = by_port
+
+
+FAULTS_LIST.append(
+    Fault("nodeless-endpoints-local",
+          "endpoints without nodeName are counted local on every node",
+          _nodeless_endpoints_local, **_scenario("k8s-48437")))
