@@ -89,6 +89,16 @@ Constructs for what bug reports need (issue 16):
 * ``known_gap: [{proxier, reason}]``: the flow is expected to fail for that proxier
   (reported "known gap"; strict: one that passes fails, so the entry goes). The reason
   must carry a link.
+* ``objects: [{generate: EndpointSlice, service, namespace, endpoints: [{node, count,
+  first}], ports, per_slice, pod_prefix}]``: the slices the EndpointSlice controller would
+  write for hundreds of ready pods (100 per slice, addresses consecutive from ``first``,
+  pods ``PREFIX-0`` ...), and ``expect: ["PREFIX-*"]``: endpoint patterns (fnmatch over
+  endpoint pod and listener names; kubernetes#83599).
+* An EndpointSlice endpoint without ``nodeName`` runs on the node whose pod CIDR holds its
+  address (``topology.nodes[].pod_cidr`` or a Node's ``spec.podCIDR``); the slice keeps no
+  nodeName, so no proxier may count it local (kubernetes#48437).
+* A flow over SCTP on a kernel without SCTP sockets is skipped with the reason (the pods do
+  not listen on SCTP ports then); a scenario whose every flow is skipped is skipped.
 """
 
 from __future__ import annotations

@@ -457,3 +457,35 @@ def test_listeners_are_named_hosts_on_nodes():
                           ("[{name: app, node: node-a, port: 1, protocol: SCTP}]", "protocol 'SCTP'")):
         e = error(scenario(f"topology:\n  listeners: {body}\n"))
         assert problem in str(e) and e.line == 23, str(e)
+
+
+NODELESS = """\
+description: nodeless
+objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: web, namespace: default}
+    spec:
+      clusterIP: 10.96.0.40
+      ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: {name: web-x, namespace: default, labels: {kubernetes.io/service-name: web}}
+    addressType: IPv4
+    endpoints:
+      - {addresses: [10.244.2.7], conditions: {ready: true}, targetRef: {kind: Pod, name: web-0}}
+      - {addresses: [10.244.1.8], conditions: {ready: true}, nodeName: node-a}
+    ports: [{name: http, port: 8080, protocol: TCP}]
+topology:
+  nodes: [{name: node-a, pod_cidr: 10.244.1.0/24}, {name: node-b, pod_cidr: 10.244.2.0/24}]
+flows:
+  - {name: f, from: client, to: 10.96.0.40, port: 80, expect: [web-0]}
+"""
+
+
+def test_an_endpoint_without_node_name_runs_where_its_address_belongs():
+    sc = parse_scenario(NODELESS, "n.yaml")
+    assert {(p.name, p.node) for p in sc.topology.pods} == {("web-0", "node-b"),
+                                                            ("ep-10-244-1-8", "node-a")}
+    e = error(NODELESS.replace("10.244.2.7", "10.244.9.7"))
+    assert "10.244.9.7 is in the pod CIDR of 0 nodes" in str(e) and "nodeName" in str(e)
