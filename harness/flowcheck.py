@@ -26,11 +26,24 @@ accepts is missing from it):
 * ``masq``: the ``masq`` verdict, on every flow with endpoints (plain, distribution and
   affinity alike).
 * ``interval``: ``probe_plan`` (affinity rounds with idle pauses between them).
+* ``expect: {http: STATUS}``: the ``http`` verdict -- every GET was answered with STATUS.
+* ``endpoint_of: {flow: X, is: ...}``: the ``endpoint of`` verdict, per source address
+  against the endpoints flow X reached from that address (``FlowContext.related``):
+  ``same`` (only X's endpoint), ``different`` (never X's), ``independent`` (not every
+  address on X's endpoint: a correct proxier fails with probability n^-k for k addresses
+  and n endpoints; fewer addresses than make that <= 1e-6 fail as inconclusive).
+* ``connection``: the probes are the kept connections (``probes``), each answered by the
+  pod that greeted it (``outcome``: a reset or silence means the connection broke).
+* ``inject: out-of-window``: the ``inject`` verdict -- a segment was crafted into every
+  connection and none reached the client un-NATed (``FlowContext.injected``).
+* ``requires``, ``known_gap``: scope (the runner skips the flow, or expects it to fail,
+  for the proxier under test; ``FlowResult.outcome`` says so).
 * ``name``: a label (the loader refuses duplicates).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +61,12 @@ KEY_CHECKS = {
     "expect": "outcome, target port", "distribution": "outcome", "affinity": "outcome",
     "masq": "masq", "reach": "reach all",
     "interval": "plan",
+    "endpoint_of": "endpoint of", "connection": "probes, outcome", "inject": "inject",
+    "requires": "scope", "known_gap": "scope",
 }
+
+#: the largest false-failure probability an ``independent`` check may have
+INDEPENDENT_ALPHA = 1e-6
 
 #: probes per plain flow when the file gives no count
 DEFAULT_COUNT = 4
@@ -63,6 +81,32 @@ class FlowContext:
     expected_pods: tuple[str, ...] = ()  # the pods of ``expect`` (a list of endpoints)
     node_addresses: frozenset[str] = frozenset()  # what ``masq: true`` allows the pod to see
     own_pods: frozenset[str] = frozenset()  # pods whose address is the destination itself
+    #: endpoint_of: the pods the referred flow's replies came from, by source address
+    related: tuple[tuple[str, frozenset[str]], ...] = ()
+    #: inject: (segments crafted, what reached the client un-NATed)
+    injected: tuple[int, tuple[str, ...]] = (0, ())
+
+
+@dataclass(frozen=True)
+class HttpObservation:
+    """One HTTP GET of an ``expect: {http: STATUS}`` flow (the health check node port)."""
+
+    outcome: Any  # an Outcome: REPLY (an HTTP answer), RESET, ICMP, TIMEOUT, ERROR
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    proto: str = "tcp"
+    status: int | None = None
+    body: str = ""
+    pod: str | None = None
+    seen_src: str | None = None
+    seen_sport: int | None = None
+    pod_port: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    rtt: float = 0.0
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,12 +129,20 @@ class FlowResult:
     verdicts: list[Verdict] = field(default_factory=list)
     error: str | None = None  # the flow could not be run (e.g. no host has its address)
     not_run: str | None = None  # why the flow was not run (an earlier step it depends on failed)
+    skipped: str | None = None  # the proxier lacks a capability the flow ``requires``
+    gap: str | None = None  # a known gap of the proxier under test (strict: must fail)
+    obs: list[Any] = field(default_factory=list)  # for later flows' ``endpoint_of``
 
     @property
     def outcome(self) -> str:
         if self.not_run is not None:
             return "not run"
-        return "failed" if self.error or any(not v.passed for v in self.verdicts) else "passed"
+        if self.skipped is not None:
+            return "skipped"
+        bad = bool(self.error or any(not v.passed for v in self.verdicts))
+        if self.gap is not None:
+            return "known gap" if bad else "failed"  # strict: a gap that passes is stale
+        return "failed" if bad else "passed"
 
     @property
     def failed_verdicts(self) -> list[Verdict]:
@@ -99,6 +151,8 @@ class FlowResult:
     def observed(self) -> str:
         if self.not_run is not None:
             return self.not_run
+        if self.skipped is not None:
+            return self.skipped
         if self.error:
             return self.error
         outcome = [v for v in self.verdicts
@@ -117,7 +171,10 @@ class FlowResult:
 def expected_text(f: Flow) -> str:
     """The flow's expectation in one line (the report's ``expected`` column)."""
     if isinstance(f.expect, list):
-        exp = "{" + ", ".join(f.expect) + "}"
+        shown = getattr(f, "written_expect", f.expect)
+        exp = "{" + ", ".join(shown) + "}" + (f" ({len(f.expect)} endpoints)" if shown != f.expect else "")
+    elif f.http is not None:
+        exp = f"HTTP {f.http}"
     elif f.expect == "untouched":
         exp = f"untouched ({f.untouched})"
     else:
@@ -126,6 +183,11 @@ def expected_text(f: Flow) -> str:
              if on]
     if f.masq is not None:
         extra.append(f"masq {str(f.masq).lower()}")
+    if f.endpoint_of:
+        extra.append(f"endpoint {f.endpoint_of[1]} of {f.endpoint_of[0]!r}")
+    if f.connection:
+        extra.append(f"{'opens' if f.opens else 'kept'} connection {f.connection!r}"
+                     + (f" after an {f.inject} segment" if f.inject else ""))
     return exp + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -159,6 +221,10 @@ def probe_plan(f: Flow, ctx: FlowContext) -> list[ProbeCall]:
 def flow_verdicts(f: Flow, obs: Sequence[ObservationLike], ctx: FlowContext) -> list[Verdict]:
     """Every verdict a flow's keys ask for, passing or not (the ``probes`` verdict first)."""
     out = [probes_verdict(f, obs, ctx), outcome_verdict(f, obs, ctx)]
+    if f.endpoint_of:
+        out.append(endpoint_of_verdict(f, obs, ctx))
+    if f.inject:
+        out.append(inject_verdict(f, obs, ctx))
     ports = expected_ports(f, ctx)
     if ports:
         out.append(verdicts.reached_on_ports(obs, ports, check=f"{f.name}: target port"))
@@ -230,6 +296,8 @@ def outcome_verdict(f: Flow, obs: Sequence[ObservationLike], ctx: FlowContext) -
         return verdicts.uniformity_verdict(counts, pods, observations=obs,
                                            check=f"{f.name}: distribution/uniform")
     check = f"{f.name}: outcome"
+    if f.http is not None:
+        return http_verdict(f, obs)
     if isinstance(f.expect, list):
         return verdicts.reached_only(obs, pods, check=check)
     if f.expect == "reject":
@@ -255,6 +323,84 @@ def untouched_verdict(f: Flow, obs: Sequence[ObservationLike], ctx: FlowContext)
     return verdicts._exact(check, obs, "no translation: no endpoint answers", bad)
 
 
+def http_verdict(f: Flow, obs: Sequence[Any]) -> Verdict:
+    """``expect: {http: STATUS}``: every GET answered, with STATUS."""
+    bad = []
+    for i, o in enumerate(obs):
+        if verdicts.outcome_name(o) != "REPLY":
+            bad.append((i, f"{verdicts._probe_key(o)} instead of an HTTP answer"))
+        elif o.status != f.http:
+            bad.append((i, f"HTTP {o.status} {o.body[:80]!r}"))
+    v = verdicts._exact(f"{f.name}: outcome http", obs, f"HTTP status {f.http}", bad)
+    v.observed = ", ".join(f"{n}x {k}" for k, n in Counter(
+        f"HTTP {o.status} {o.body[:60]}".strip() if o.status is not None
+        else verdicts._probe_key(o) for o in obs).most_common()) or "no probes"
+    return v
+
+
+def endpoint_of_verdict(f: Flow, obs: Sequence[ObservationLike], ctx: FlowContext) -> Verdict:
+    """``endpoint_of``: this flow's endpoints against flow X's, per source address."""
+    assert f.endpoint_of is not None
+    other, rel = f.endpoint_of
+    related = dict(ctx.related)
+    check = f"{f.name}: endpoint {rel} of {other!r}"
+    replies = [(i, o) for i, o in enumerate(obs) if verdicts.outcome_name(o) == "REPLY"]
+    if rel in ("same", "different"):
+        bad = []
+        for i, o in replies:
+            theirs = related.get(str(o.src))
+            if theirs is None:
+                bad.append((i, f"flow {other!r} had no reply from {o.src} to compare with"))
+            elif rel == "same" and theirs != {o.pod}:
+                bad.append((i, f"{o.src} reached {o.pod}, flow {other!r} {sorted(theirs)}"))
+            elif rel == "different" and o.pod in theirs:
+                bad.append((i, f"{o.src} reached {o.pod}, as in flow {other!r}"))
+        want = ("from each source address, the one endpoint flow X reached" if rel == "same"
+                else "from each source address, an endpoint flow X did not reach")
+        return verdicts._exact(check, [o for _, o in replies] or list(obs),
+                               want.replace("X", repr(other)), bad)
+    mine: dict[str, set[str]] = {}
+    for _, o in replies:
+        mine.setdefault(str(o.src), set()).add(str(o.pod))
+    common = [a for a in mine if len(mine[a]) == 1 and len(related.get(a, ())) == 1]
+    n = len(set(ctx.expected_pods))
+    alpha = float(n) ** -len(common) if common else 1.0
+    same = [a for a in common if mine[a] == related[a]]
+    failures = []
+    if alpha > INDEPENDENT_ALPHA:
+        need = math.ceil(math.log(1 / INDEPENDENT_ALPHA) / math.log(n)) if n > 1 else 0
+        failures.append(f"inconclusive: {len(common)} source addresses with one endpoint in both "
+                        f"flows give a false-failure probability {alpha:.3g} > "
+                        f"{INDEPENDENT_ALPHA:g}; {need} are needed (topology.clients "
+                        "extra_addresses, and affinity on both flows)")
+    elif len(same) == len(common):
+        failures.append(f"all {len(common)} source addresses reached the same endpoint as in "
+                        f"flow {other!r} (chance for independent choices {alpha:.3g})")
+    observed = (f"{len(same)} of {len(common)} source addresses on flow {other!r}'s endpoint: "
+                + "; ".join(f"{a}->{sorted(mine[a])} (X: {sorted(related[a])})"
+                            for a in common[:6]))
+    return Verdict(check, not failures,
+                   f"endpoints chosen independently of flow {other!r}: not every source address "
+                   f"on its endpoint", observed, failures, alpha=alpha if not failures else 0.0,
+                   sample_size=len(common))
+
+
+def inject_verdict(f: Flow, obs: Sequence[ObservationLike], ctx: FlowContext) -> Verdict:
+    """``inject: out-of-window``: a segment went into every connection and none of them
+    reached the client with the endpoint's own address (no NAT: conntrack INVALID)."""
+    sent, leaked = ctx.injected
+    failures = []
+    if sent != len(obs):
+        failures.append(f"{sent} segments crafted for {len(obs)} connections")
+    if leaked:
+        failures.append(f"{len(leaked)} reached the client un-NATed: " + "; ".join(leaked[:5]))
+    return Verdict(f"{f.name}: inject {f.inject}", not failures,
+                   "an out-of-window segment from the endpoint into each connection, dropped "
+                   "as conntrack INVALID before the client",
+                   f"{sent} crafted, {len(leaked)} reached the client", failures,
+                   sample_size=sent)
+
+
 def masq_verdict(f: Flow, obs: Sequence[ObservationLike], ctx: FlowContext) -> Verdict:
     """``masq: true``: every reply saw a node address; ``false``: the client's own."""
     if f.masq:
@@ -277,4 +423,6 @@ def dependent_flows(failed: Sequence[Flow], later: Sequence[Flow]) -> list[Flow]
     source port (one connection followed across steps, whose later expectation presumes
     the earlier one held). Other later flows run after a failure."""
     keys = {(f.protocol, f.src, f.source, f.sport) for f in later if f.sport}
-    return [f for f in failed if f.sport and (f.protocol, f.src, f.source, f.sport) in keys]
+    conns = {f.connection for f in later if f.connection}
+    return [f for f in failed if (f.sport and (f.protocol, f.src, f.source, f.sport) in keys)
+            or (f.connection and f.connection in conns)]

@@ -64,6 +64,41 @@ count then comes from the stated error rates unless ``count`` is given); ``reach
 fails with probability <= 1e-6); ``interval``
 (affinity: the connections of each client address are made in rounds this many idle
 seconds apart, so stickiness must outlast the pause).
+
+Constructs for what bug reports need (issue 16):
+
+* ``topology.listeners: [{name, node, port, protocol}]``: a process in a node's own
+  namespace (the echo server, answering as ``name``) on a port the proxier may also
+  handle; flows expect it by name (kubernetes#97360, #43969).
+* ``expect: {http: STATUS}``: each probe is an HTTP GET answered with STATUS (a node's
+  health check node port: 200 with local endpoints, 503 without; kubernetes#44311).
+* ``connection: NAME``: TCP connections kept open across steps. The first flow naming it
+  opens ``count`` connections (each answered by the pod that greets it); every later flow
+  naming it (same from/to/port/source, no count) sends a line on each and expects the
+  same pod to echo it, so a reset or silence fails (kubernetes#75360: a proxier restart).
+* ``inject: out-of-window`` (on a connection flow): first a TCP segment far beyond the
+  client's window is crafted from each connection's endpoint (scapy, its own address and
+  port); none may reach the client un-NATed (kubernetes#74839).
+* ``endpoint_of: {flow: X, is: same|different|independent}``: per source address, this
+  flow's endpoints against those an earlier flow X reached: only X's, never X's, or not
+  every address on X's (a correct proxier fails ``independent`` with probability n^-k for
+  n endpoints and k addresses; fewer addresses than make that <= 1e-6 fail as
+  inconclusive; kubernetes#103000).
+* ``requires: [capability]``: the flow is skipped (reported "skipped", with the reason)
+  for a proxier that does not declare the capability; the other flows still run.
+* ``known_gap: [{proxier, reason}]``: the flow is expected to fail for that proxier
+  (reported "known gap"; strict: one that passes fails, so the entry goes). The reason
+  must carry a link.
+* ``objects: [{generate: EndpointSlice, service, namespace, endpoints: [{node, count,
+  first}], ports, per_slice, pod_prefix}]``: the slices the EndpointSlice controller would
+  write for hundreds of ready pods (100 per slice, addresses consecutive from ``first``,
+  pods ``PREFIX-0`` ...), and ``expect: ["PREFIX-*"]``: endpoint patterns (fnmatch over
+  endpoint pod and listener names; kubernetes#83599).
+* An EndpointSlice endpoint without ``nodeName`` runs on the node whose pod CIDR holds its
+  address (``topology.nodes[].pod_cidr`` or a Node's ``spec.podCIDR``); the slice keeps no
+  nodeName, so no proxier may count it local (kubernetes#48437).
+* A flow over SCTP on a kernel without SCTP sockets is skipped with the reason (the pods do
+  not listen on SCTP ports then); a scenario whose every flow is skipped is skipped.
 """
 
 from __future__ import annotations
@@ -120,12 +155,31 @@ class Flow:
     line: int = 0
     untouched: str | None = None  # expect {untouched: X}: one of UNTOUCHED
     reach: str | None = None  # "all": every expected endpoint must answer at least once
+    http: int | None = None  # expect {http: STATUS}: an HTTP GET answered with STATUS
+    endpoint_of: tuple[str, str] | None = None  # (flow name, same|different|independent)
+    connection: str | None = None  # TCP connections kept open across steps, by name
+    opens: bool = False  # the first flow of its connection (it opens them)
+    inject: str | None = None  # crafted packet sent into the connection first: INJECTIONS
+    requires: list[str] = field(default_factory=list)  # capabilities; else the flow is skipped
+    known_gaps: dict[str, str] = field(default_factory=dict)  # proxier -> reason (strict)
 
     def describe(self) -> str:
-        exp = self.expect if isinstance(self.expect, str) else "{" + ", ".join(self.expect) + "}"
+        shown = getattr(self, "written_expect", self.expect)
+        exp = shown if isinstance(shown, str) else "{" + ", ".join(shown) + "}"
         masq = "" if self.masq is None else f", masq {str(self.masq).lower()}"
         return (f"{self.name!r}: from {self.src} {self.protocol} to {self.to}:{self.port} "
                 f"-> {exp}{masq}")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A process on a node (``topology.listeners``): the echo server in the node's own
+    namespace on ``port``, answering with ``name`` (a flow can expect it by that name)."""
+
+    name: str
+    node: str
+    port: int
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -324,6 +378,8 @@ class Scenario:
     history: History | None = None
     #: the file says ``topology.pod_network`` (else ``--pod-network`` applies)
     pod_network_pinned: bool = False
+    #: processes listening in a node's own namespace (``topology.listeners``)
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -431,6 +487,11 @@ class _Reader:
             for i, item in enumerate(self.sequence(node, what)):
                 # one object at a time, so an error points at that object's line
                 try:
+                    if isinstance(item, yaml.MappingNode) and any(
+                            k.value == "generate" for k, _ in item.value):
+                        docs = generate_slices(self, item, f"{what}[{i}]")
+                        out += load_text(yaml.safe_dump_all(docs), source=str(self.path))
+                        continue
                     out += load_text(yaml.safe_dump(_construct(item)), source=str(self.path))
                 except ModelError as e:
                     raise ScenarioError(
@@ -455,6 +516,53 @@ class _Reader:
         elif isinstance(node, yaml.SequenceNode):
             for v in node.value:
                 self.no_duplicate_keys(v, what)
+
+
+#: the EndpointSlice controller's default --max-endpoints-per-slice
+DEFAULT_PER_SLICE = 100
+GENERATE_KEYS = {"generate": True, "service": True, "namespace": False, "endpoints": True,
+                 "ports": True, "per_slice": False, "pod_prefix": False}
+
+
+def generate_slices(r: _Reader, node: yaml.Node, what: str) -> list[dict[str, Any]]:
+    """``{generate: EndpointSlice, service, namespace, endpoints: [{node, count, first}],
+    ports, per_slice, pod_prefix}``: the EndpointSlices the controller would write for
+    ``count`` ready pods per node, addresses consecutive from ``first``, pods named
+    ``PREFIX-0``, ``PREFIX-1``, ... (expect them with a pattern: ``PREFIX-*``), at most
+    ``per_slice`` endpoints (default 100) per slice."""
+    m = r.mapping(node, what, GENERATE_KEYS)
+    if r.string(m["generate"], f"{what}.generate") != "EndpointSlice":
+        raise r.err(m["generate"], f"{what}: only EndpointSlices are generated",
+                    "write generate: EndpointSlice")
+    svc = r.string(m["service"], f"{what}.service")
+    ns = r.string(m["namespace"], f"{what}.namespace") if "namespace" in m else "default"
+    prefix = r.string(m["pod_prefix"], f"{what}.pod_prefix") if "pod_prefix" in m else svc
+    per = r.integer(m["per_slice"], f"{what}.per_slice", 1, 1000) if "per_slice" in m else DEFAULT_PER_SLICE
+    ports = _construct(m["ports"])
+    if not isinstance(ports, list) or not ports:
+        raise r.err(m["ports"], f"{what}.ports must be a non-empty list of EndpointSlice ports")
+    eps: list[dict[str, Any]] = []
+    family = "IPv4"
+    for j, en in enumerate(r.sequence(m["endpoints"], f"{what}.endpoints")):
+        w = f"{what}.endpoints[{j}]"
+        em = r.mapping(en, w, {"node": True, "count": True, "first": True})
+        on = r.string(em["node"], f"{w}.node")
+        count = r.integer(em["count"], f"{w}.count", 1, 5000)
+        try:
+            first = ipaddress.ip_address(r.string(em["first"], f"{w}.first"))
+        except ValueError:
+            raise r.err(em["first"], f"{w}.first is not an address") from None
+        family = "IPv6" if first.version == 6 else "IPv4"
+        for k in range(count):
+            eps.append({"addresses": [str(first + k)], "nodeName": on,
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "targetRef": {"kind": "Pod", "namespace": ns,
+                                      "name": f"{prefix}-{len(eps)}"}})
+    return [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": f"{svc}-gen{i // per}", "namespace": ns,
+                          "labels": {"kubernetes.io/service-name": svc}},
+             "addressType": family, "endpoints": eps[i:i + per], "ports": ports}
+            for i in range(0, len(eps), per)]
 
 
 def _kind(node: yaml.Node) -> str:
@@ -490,9 +598,11 @@ HISTORY_KEYS = {"component": True, "fixed_in": True, "fixed_by": False, "cherry_
                 "introduced_in": False, "last_buggy": False, "modes": False, "note": False}
 FLOW_KEYS = {"name": True, "from": True, "protocol": False, "to": True, "port": True,
              "expect": True, "masq": False, "count": False, "sport": False, "source": False,
-             "distribution": False, "affinity": False, "interval": False, "reach": False}
+             "distribution": False, "affinity": False, "interval": False, "reach": False,
+             "endpoint_of": False, "connection": False, "inject": False, "requires": False,
+             "known_gap": False}
 TOPO_KEYS = {"pod_network": False, "hairpin_mode": False, "client_gateway": False,
-             "nodes": False, "clients": False, "pods": False}
+             "nodes": False, "clients": False, "pods": False, "listeners": False}
 PROXIER_KEYS = {"cluster_cidr": False, "masquerade_all": False, "nodeport_addresses": False,
                 "localhost_nodeports": False, "capabilities": False}
 STEP_ACTIONS = ("apply", "delete", "restart_proxier", "wait", "flows")
@@ -565,7 +675,9 @@ def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
     topo = _topology(r, top.get("topology"), all_objects, proxier, family)
     sc = Scenario(path, description, refs, objects, flows, steps, proxier, topo, fault,
                   features, lines, gaps)
+    sc.listeners = _listeners(r, top.get("topology"), topo)
     _check_references(r, sc, all_objects)
+    _check_relations(r, sc)
     topo_node = top.get("topology")
     sc.pod_network_pinned = isinstance(topo_node, yaml.MappingNode) and any(
         k.value == "pod_network" for k, _ in topo_node.value)
@@ -726,6 +838,9 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
                  to=str(r.scalar(m["to"], f"{w}.to")),
                  port=r.integer(m["port"], f"{w}.port", 1, 65535), expect=exp,
                  line=fn.start_mark.line + 1, untouched=untouched)
+        if exp == "http":
+            f.http = int(untouched or 0)
+            f.untouched = None
         if "masq" in m:
             f.masq = r.boolean(m["masq"], f"{w}.masq")
             if isinstance(exp, str):
@@ -749,7 +864,8 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
             if not f.affinity:
                 raise r.err(m["interval"], f"flow {name!r}: interval is for affinity flows",
                             "add 'affinity: true' or drop 'interval'")
-        if (f.distribution or f.affinity) and (isinstance(exp, str) or len(exp) < 2):
+        if (f.distribution or f.affinity) and (isinstance(exp, str) or (
+                len(exp) < 2 and not any(map(_is_pattern, exp)))):
             raise r.err(fn, f"flow {name!r}: statistical checks need at least 2 expected endpoints")
         if f.distribution and f.affinity:
             raise r.err(fn, f"flow {name!r}: distribution and affinity exclude each other")
@@ -758,6 +874,8 @@ def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
                         "statistical checks need many")
         if "reach" in m:
             f.reach = _reach(r, m["reach"], f, w)
+        _scoping(r, m, f, w)
+        _relations(r, m, f, w)
         f._node = fn  # type: ignore[attr-defined]
         out.append(f)
     return out
@@ -775,6 +893,13 @@ def _expect(r: _Reader, node: yaml.Node, name: str, w: str,
     what the destination itself does with the untranslated packet (``any``: anything but
     an endpoint's answer, chosen on purpose). Returns (expect, untouched)."""
     if isinstance(node, yaml.MappingNode):
+        keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        if "http" in keys:
+            hm = r.mapping(node, f"flow {name!r}: expect", {"http": True})
+            status = r.integer(hm["http"], f"{w}.expect.http", 100, 599)
+            if proto != "TCP":
+                raise r.err(hm["http"], f"flow {name!r}: HTTP needs TCP", "drop 'protocol'")
+            return "http", str(status)
         um = r.mapping(node, f"flow {name!r}: expect", {"untouched": True})
         how = r.string(um["untouched"], f"{w}.expect.untouched")
         if how not in UNTOUCHED:
@@ -801,6 +926,108 @@ def _expect(r: _Reader, node: yaml.Node, name: str, w: str,
         raise r.err(node, f"flow {name!r}: expect is an empty list",
                     "write 'reject' or 'drop' for flows no endpoint may answer")
     return exps, None
+
+
+#: how a flow's endpoints relate to an earlier flow's, per source address (``endpoint_of``)
+RELATIONS = ("same", "different", "independent")
+#: crafted packets a connection flow can send into its connections first (``inject``)
+INJECTIONS = ("out-of-window",)
+
+
+def _scoping(r: _Reader, m: dict[str, yaml.Node], f: Flow, w: str) -> None:
+    """``requires: [capability]`` and ``known_gap: [{proxier, reason}]`` on one flow."""
+    if "requires" in m:
+        from harness.proxiers import CAPABILITIES
+
+        f.requires = r.strings(m["requires"], f"{w}.requires")
+        for i, c in enumerate(f.requires):
+            if c not in CAPABILITIES:
+                raise r.err(m["requires"].value[i], f"flow {f.name!r}: unknown capability {c!r}",
+                            f"known: {', '.join(sorted(CAPABILITIES))}")
+    if "known_gap" in m:
+        for i, gn in enumerate(r.sequence(m["known_gap"], f"{w}.known_gap")):
+            gm = r.mapping(gn, f"{w}.known_gap[{i}]", {"proxier": True, "reason": True})
+            prox = r.string(gm["proxier"], "proxier")
+            reason = r.string(gm["reason"], "reason")
+            if prox in f.known_gaps:
+                raise r.err(gm["proxier"], f"flow {f.name!r}: known_gap proxier {prox!r} twice")
+            if "http" not in reason:
+                raise r.err(gm["reason"], f"flow {f.name!r}: a known gap's reason must link the "
+                            "issue or the difference", "add the URL to 'reason'")
+            f.known_gaps[prox] = reason
+
+
+def _relations(r: _Reader, m: dict[str, yaml.Node], f: Flow, w: str) -> None:
+    """``endpoint_of``, ``connection`` and ``inject`` (checked against other flows later,
+    in ``_check_relations``)."""
+    if f.http is not None and f.sport:
+        raise r.err(m["sport"], f"flow {f.name!r}: an HTTP probe has its own source port",
+                    "drop 'sport'")
+    if "endpoint_of" in m:
+        em = r.mapping(m["endpoint_of"], f"{w}.endpoint_of", {"flow": True, "is": True})
+        rel = r.string(em["is"], f"{w}.endpoint_of.is")
+        if rel not in RELATIONS:
+            raise r.err(em["is"], f"flow {f.name!r}: endpoint_of.is {rel!r}",
+                        f"one of {', '.join(RELATIONS)}")
+        if not isinstance(f.expect, list):
+            raise r.err(m["endpoint_of"], f"flow {f.name!r}: endpoint_of needs a list of endpoints")
+        if rel == "independent" and len(f.expect) < 2:
+            raise r.err(em["is"], f"flow {f.name!r}: independent needs at least 2 endpoints")
+        f.endpoint_of = (r.string(em["flow"], f"{w}.endpoint_of.flow"), rel)
+    if "connection" in m:
+        f.connection = r.string(m["connection"], f"{w}.connection")
+        why = ("connections are TCP" if f.protocol != "TCP"
+               else "it needs a list of endpoints" if not isinstance(f.expect, list)
+               else "a kept connection has its own source port" if f.sport
+               else "statistical checks need new connections" if f.distribution or f.affinity
+               else "reach: all needs new connections" if f.reach else "")
+        if why:
+            raise r.err(m["connection"], f"flow {f.name!r}: connection does not go with this "
+                        f"flow: {why}")
+    if "inject" in m:
+        f.inject = r.string(m["inject"], f"{w}.inject")
+        if f.inject not in INJECTIONS:
+            raise r.err(m["inject"], f"flow {f.name!r}: inject {f.inject!r}",
+                        f"one of {', '.join(INJECTIONS)}")
+        if not f.connection:
+            raise r.err(m["inject"], f"flow {f.name!r}: inject needs a connection to inject into",
+                        "add 'connection: NAME'")
+
+
+def _check_relations(r: _Reader, sc: Scenario) -> None:
+    """``endpoint_of`` names an earlier flow with endpoints; the flows of one ``connection``
+    go from the same host to the same place, and only the first says ``count``."""
+    seen: dict[str, Flow] = {}
+    opened: dict[str, Flow] = {}
+    for f in sc.all_flows():
+        fm = {k.value: v for k, v in f._node.value} if hasattr(f, "_node") else {}  # type: ignore[attr-defined]
+        if f.endpoint_of:
+            other = seen.get(f.endpoint_of[0])
+            if other is None:
+                raise r.err(fm.get("endpoint_of"), f"flow {f.name!r}: endpoint_of flow "
+                            f"{f.endpoint_of[0]!r} is no earlier flow",
+                            f"earlier flows: {', '.join(seen) or 'none'}")
+            if not isinstance(other.expect, list):
+                raise r.err(fm.get("endpoint_of"), f"flow {f.name!r}: flow {other.name!r} "
+                            "reaches no endpoints to compare with")
+        if f.connection:
+            first = opened.get(f.connection)
+            if first is None:
+                opened[f.connection] = f
+                f.opens = True
+            else:
+                diff = [k for k, a, b in (("from", f.src, first.src), ("to", f.to, first.to),
+                                          ("port", f.port, first.port),
+                                          ("source", f.source, first.source)) if a != b]
+                if diff:
+                    raise r.err(fm.get("connection"), f"flow {f.name!r}: connection "
+                                f"{f.connection!r} was opened by flow {first.name!r} with other "
+                                f"{', '.join(diff)}", "a kept connection keeps its addresses")
+                if "count" in fm:
+                    raise r.err(fm["count"], f"flow {f.name!r}: the connections were opened by "
+                                f"flow {first.name!r}", "give 'count' there only")
+                f.count = first.count
+        seen[f.name] = f
 
 
 def _reach(r: _Reader, node: yaml.Node, f: Flow, w: str) -> str:
@@ -920,6 +1147,33 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
     return spec
 
 
+def _listeners(r: _Reader, node: yaml.Node | None, spec: Any) -> list[Listener]:
+    """``topology.listeners``: ``[{name, node, port, protocol}]``, a process in a node's
+    namespace (kubernetes#97360: a host process on a port the proxier also handles)."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    ln = {k.value: v for k, v in node.value}.get("listeners")
+    if ln is None:
+        return []
+    nodes = set(validate(spec).nodes)
+    taken = {p.name for p in spec.pods} | nodes
+    out: list[Listener] = []
+    for i, item in enumerate(r.sequence(ln, "topology.listeners")):
+        w = f"topology.listeners[{i}]"
+        m = r.mapping(item, w, {"name": True, "node": True, "port": True, "protocol": False})
+        name, on = r.string(m["name"], f"{w}.name"), r.string(m["node"], f"{w}.node")
+        if on not in nodes:
+            raise r.err(m["node"], f"{w}: {on!r} is not a node", f"nodes: {', '.join(sorted(nodes))}")
+        if name in taken:
+            raise r.err(m["name"], f"{w}: name {name!r} is already a pod, node or listener")
+        taken.add(name)
+        proto = r.string(m["protocol"], f"{w}.protocol").upper() if "protocol" in m else "TCP"
+        if proto not in ("TCP", "UDP"):
+            raise r.err(m["protocol"], f"{w}: protocol {proto!r}", "TCP or UDP")
+        out.append(Listener(name, on, r.integer(m["port"], f"{w}.port", 1, 65535), proto))
+    return out
+
+
 def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
     spec = sc.topology
     res = validate(spec)
@@ -948,8 +1202,11 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
                     endpoints.add(f"{a}:{p.port}")
     slice_pods = {pods_by_ip[e.rsplit(':', 1)[0]] for e in endpoints if e.rsplit(':', 1)[0] in pods_by_ip}
     names: dict[str, int] = {}
+    listener_names = {x.name for x in sc.listeners}
     for f in sc.all_flows():
         fn = getattr(f, "_node", None)
+        if isinstance(f.expect, list) and any(_is_pattern(e) for e in f.expect):
+            f.expect = _expand(r, f, fn, sorted(slice_pods | listener_names, key=_natural))
         if f.name in names:
             raise r.err(fn, f"duplicate flow name {f.name!r}", f"also used on line {names[f.name]}")
         names[f.name] = f.line
@@ -974,18 +1231,55 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
                             "nor a node", f"nodes: {', '.join(sorted(res.nodes))}") from None
         if isinstance(f.expect, list):
             for j, e in enumerate(f.expect):
-                en = fm["expect"].value[j] if "expect" in fm else None
+                written = getattr(f, "written_expect", f.expect)
+                en = (fm["expect"].value[j] if "expect" in fm and written is f.expect
+                      else fm.get("expect"))
                 if ":" in e:
                     if e not in endpoints:
                         raise r.err(en, f"flow {f.name!r}: endpoint {e} is in no EndpointSlice",
                                     f"endpoints: {', '.join(sorted(endpoints)) or 'none'}")
-                elif e not in slice_pods:
-                    raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod",
+                elif e not in slice_pods and e not in listener_names:
+                    raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod or listener",
                                 f"endpoint pods: {', '.join(sorted(slice_pods)) or 'none'}")
     for s in sc.steps:
         if s.kind == "restart_proxier" and s.node != "all" and s.node not in res.nodes:
             raise ScenarioError(sc.path, s.line, f"restart_proxier: {s.node!r} is not a node",
                                 f"nodes: {', '.join(sorted(res.nodes))}, or 'all'")
+
+
+def _is_pattern(e: str) -> bool:
+    return any(c in e for c in "*?[")
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """big-2 before big-10."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def _expand(r: _Reader, f: Flow, fn: Any, pods: list[str]) -> list[str]:
+    """``expect`` entries written as patterns (``big-*``: fnmatch over endpoint pod and
+    listener names), expanded; a pattern that matches nothing is an error."""
+    import fnmatch
+
+    fm = {k.value: v for k, v in fn.value} if fn is not None else {}
+    out: list[str] = []
+    for j, e in enumerate(f.expect):
+        if not _is_pattern(e):
+            out.append(e)
+            continue
+        hit = [p for p in pods if fnmatch.fnmatchcase(p, e)]
+        if not hit:
+            raise r.err(fm["expect"].value[j] if "expect" in fm else fn,
+                        f"flow {f.name!r}: pattern {e!r} matches no endpoint pod",
+                        f"endpoint pods: {', '.join(pods[:10])}{' ...' if len(pods) > 10 else ''}")
+        out += [p for p in hit if p not in out]
+    if (f.distribution or f.affinity or f.endpoint_of) and len(out) < 2:
+        raise r.err(fn, f"flow {f.name!r}: statistical checks need at least 2 expected "
+                    f"endpoints; {f.expect} matches {out}")
+    f.written_expect = list(f.expect)  # type: ignore[attr-defined]
+    return out
 
 
 def endpoint_pod(spec: Any, endpoint: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -138,9 +139,64 @@ class ScenarioItem(pytest.Item):
 
 
 def _follows_udp_socket(f: Flow) -> bool:
-    """A UDP flow from a pinned source port that must reach endpoints: the same "connection"
-    followed across a change, whose conntrack entry the proxier has to clear."""
-    return f.protocol.upper() == "UDP" and f.sport is not None and isinstance(f.expect, list)
+    """A UDP flow from a pinned source port: the same "connection" followed across a
+    change, whose conntrack entry the proxier has to clear -- to reach new endpoints, or to
+    be refused or dropped once there are none (kube-proxy v1.37.2's nftables mode clears
+    it a moment after the sync the harness saw applied: k8s-139628 failed without the wait,
+    passed after 3 idle seconds)."""
+    return f.protocol.upper() == "UDP" and f.sport is not None
+
+
+OUT_OF_WINDOW = 1 << 30  # bytes beyond the endpoint's next sequence number (inject)
+
+
+def _os_outcome(e: BaseException) -> Any:
+    """A broken kept connection as a probe outcome: reset, silence, or an error."""
+    import errno
+
+    from harness.traffic.probe import Outcome
+
+    if isinstance(e, ConnectionResetError | ConnectionRefusedError | BrokenPipeError):
+        return Outcome.RESET
+    if isinstance(e, TimeoutError | socket.timeout) or getattr(e, "errno", None) == errno.ETIMEDOUT:
+        return Outcome.TIMEOUT
+    return Outcome.ERROR
+
+
+def _greeting_obs(sock: Any, hello: dict[str, Any], dst: str, dport: int) -> Any:
+    """A kept connection that answered, as a probe observation (the greeting's pod)."""
+    from harness.traffic.probe import Observation, Outcome
+
+    src, sport = sock.getsockname()[:2]
+    return Observation(Outcome.REPLY, str(src), int(sport), dst, dport, "tcp",
+                       pod=hello.get("pod"), seen_src=hello.get("src"),
+                       seen_sport=int(hello["sport"]) if hello.get("sport") else None,
+                       pod_port=int(hello["port"]) if hello.get("port") else None)
+
+
+def _http_get(ip: str, port: int, source: str | None, timeout: float) -> Any:
+    """GET / on ip:port from this namespace (run on the host's thread), as an observation."""
+    import http.client
+
+    from harness.flowcheck import HttpObservation
+    from harness.traffic.probe import Outcome
+
+    conn = http.client.HTTPConnection(ip, port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
+    src, sport = source or "?", 0
+    try:
+        conn.connect()
+        src, sport = conn.sock.getsockname()[:2]
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read(2000).decode(errors="replace")
+        return HttpObservation(Outcome.REPLY, str(src), int(sport), ip, port,
+                               status=resp.status, body=" ".join(body.split()))
+    except (OSError, http.client.HTTPException) as e:
+        return HttpObservation(_os_outcome(e), str(src), int(sport), ip, port,
+                               error=f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
 
 
 def scenario_proxier(sc: Scenario, config: pytest.Config) -> ProxierSpec:
@@ -185,17 +241,45 @@ def kube_proxy_with_settings(sc: Scenario, spec: Any) -> Any:
     return replace(spec, command=f"{command} {' '.join(shlex.quote(f) for f in flags)}".strip())
 
 
+def sctp_sockets() -> bool:
+    """Whether this kernel opens SCTP sockets (the echo server's SCTP listeners and the
+    probe engine's SCTP probes need them; netfilter's SCTP NAT does not)."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, getattr(socket, "IPPROTO_SCTP", 132)).close()
+    except OSError:
+        return False
+    return True
+
+
+NO_SCTP = ("skipped: this kernel has no SCTP sockets (socket(IPPROTO_SCTP) fails), so no "
+           "SCTP probe can be sent or answered; conformance/test_sctp.py checks SCTP NAT with "
+           "crafted packets instead")
+
+
+def without_sctp_listeners(topology: Any) -> Any:
+    """The topology with its pods' SCTP ports left out (nothing can listen on them here)."""
+    pods = tuple(replace(p, ports=tuple(pp for pp in p.ports if pp[1] != "sctp"))
+                 for p in topology.pods)
+    return replace(topology, pods=pods)
+
+
 def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None = None) -> None:
     """Build the scenario's cluster with the run's options (``harness.lifecycle``, as every
-    conformance cluster), publish its objects, check its flows and steps, tear it down."""
+    conformance cluster), publish its objects, check its flows and steps, tear it down.
+    On a kernel without SCTP sockets the pods do not listen on SCTP ports and SCTP flows
+    are skipped with the reason (the rest of the scenario runs); a scenario whose every
+    flow is skipped is skipped."""
     spec = scenario_proxier(sc, config)
+    topology = sc.topology
+    if not sctp_sockets() and any(pp[1] == "sctp" for p in topology.pods for pp in p.ports):
+        topology = without_sctp_listeners(topology)
     workdir = Path(tempfile.mkdtemp(prefix=f"scenario-{sc.name}-"))
     failed = False
     try:
-        with cluster_for_test(config, sc.topology, workdir, proxier=spec,
+        with cluster_for_test(config, topology, workdir, proxier=spec,
                               pod_network_pinned=sc.pod_network_pinned,
                               keep=lambda: failed) as env:
-            runner = _Runner(sc, env, env.timing)
+            runner = _Runner(sc, env, env.timing, spec, options_of(config).proxier_label)
             try:
                 try:
                     runner.apply(sc.objects)
@@ -206,9 +290,13 @@ def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None =
                     raise ScenarioFailure(f"scenario {sc.name}: {sc.summary}\nthe proxier "
                                           f"did not apply the scenario's state: {exc}") from None
                 finally:
+                    runner.close()
                     if item is not None:  # every flow's outcome, for the JSON/HTML report
                         item.user_properties.append(("flows", runner.flow_records()))
                 runner.raise_failures()
+                skipped = {r.skipped for r in runner.results if r.skipped}
+                if runner.results and all(r.skipped for r in runner.results):
+                    pytest.skip("; ".join(sorted(skipped)))
             except ScenarioFailure:
                 failed = True
                 if item is not None:
@@ -225,11 +313,33 @@ def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None =
 
 
 class _Runner:
-    def __init__(self, sc: Scenario, env: Any, timing: Any) -> None:
+    def __init__(self, sc: Scenario, env: Any, timing: Any, spec: ProxierSpec | None = None,
+                 label: str = "") -> None:
         self.sc, self.env, self.timing = sc, env, timing
+        self.spec, self.label = spec, label
         self.topo = env.topology
         self.results: list[FlowResult] = []
+        self.by_name: dict[str, FlowResult] = {}
         self.current: Step | None = None
+        #: kept TCP connections by name: (socket, the echo server's greeting)
+        self.conns: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+        self._listen()
+
+    def _listen(self) -> None:
+        """``topology.listeners``: the echo server in a node's own namespace."""
+        from types import SimpleNamespace
+
+        echo = self.topo.echo
+        for ln in self.sc.listeners:
+            node = self.topo.nodes[ln.node]
+            echo.add_pod(SimpleNamespace(name=ln.name, netns=node.netns, addresses=[node.ip],
+                                         ports=[(ln.port, ln.protocol.lower())]))
+
+    def close(self) -> None:
+        for socks in self.conns.values():
+            for sock, _ in socks:
+                sock.close()
+        self.conns.clear()
 
     def apply(self, objects: list[Any]) -> None:
         env_nodes = {n.name for n in self.env.nodes}
@@ -257,7 +367,9 @@ class _Runner:
             self.timing.wait_idle(st.seconds)
         else:
             for f in st.flows:  # every flow of the step, failing or not
-                self.results.append(self.flow(f, st))
+                r = self.flow(f, st)
+                self.results.append(r)
+                self.by_name[f.name] = r
 
     def run_steps(self, steps: list[Step]) -> None:
         """Every step in order; after a step with failing flows, stop only when a later
@@ -312,15 +424,47 @@ class _Runner:
     def flow(self, f: Flow, st: Step) -> FlowResult:
         """Send a flow's probes (``harness.flowcheck.probe_plan``) and judge them
         (``flow_verdicts``: every key the flow sets)."""
-        from harness.traffic.probe import probe
 
         result = FlowResult(f, st.name)
+        missing = [c for c in f.requires if self.spec is not None and not self.spec.has(c)]
+        if f.protocol == "SCTP" and not sctp_sockets():
+            result.skipped = NO_SCTP
+            return result
+        if missing:
+            result.skipped = (f"skipped: proxier {self.spec.name!r} does not declare "  # type: ignore[union-attr]
+                              f"{', '.join(missing)}")
+            return result
+        result.gap = f.known_gaps.get(self.label)
         try:
             host, source = self._host(f)
         except ScenarioFailure as e:
             result.error = str(e)
             return result
         ctx = self._context(f, host, source)
+        if f.http is not None or f.connection:
+            if f.http is not None:
+                result.verdicts = self._http(f, host, ctx)
+            else:
+                obs, injected = self._connection(f, host, ctx)
+                ctx = replace(ctx, injected=injected)
+                result.verdicts = flow_verdicts(f, obs, ctx)
+                result.obs = obs
+            return self._stale_gap(result)
+        result = self._probe_flow(f, result, host, ctx)
+        return self._stale_gap(result)
+
+    def _stale_gap(self, result: FlowResult) -> FlowResult:
+        """A flow listed as a known gap of this proxier that passes: the entry is stale
+        (strict, as a scenario's own known_gaps)."""
+        if result.gap is not None and result.outcome == "failed":
+            result.error = (f"flow is listed as a known gap of proxier {self.label!r} "
+                            f"({result.gap}) but passed: remove its known_gap entry")
+            result.gap = None
+        return result
+
+    def _probe_flow(self, f: Flow, result: FlowResult, host: Any, ctx: FlowContext) -> FlowResult:
+        from harness.traffic.probe import probe
+
         # silence is the expected answer (drop), or an acceptable one (untouched)
         silence = isinstance(f.expect, str) and f.expect in ("drop", "untouched")
         kw: dict[str, Any] = {"timeout": self.timing.silence_s} if silence else {}
@@ -334,7 +478,8 @@ class _Runner:
                              source=call.source, sport=call.sport, parallel=call.parallel, **kw)
             return obs
 
-        result.verdicts = flow_verdicts(f, attempt(), ctx)
+        obs = attempt()
+        result.verdicts = flow_verdicts(f, obs, ctx)
         if _follows_udp_socket(f) and result.failed_verdicts:
             # A proxier clears stale UDP conntrack entries just after writing the rules that
             # the harness saw applied (kube-proxy does it at the end of its sync), so a socket
@@ -342,8 +487,112 @@ class _Runner:
             deadline = time.monotonic() + self.timing.positive_s
             while result.failed_verdicts and time.monotonic() < deadline:
                 time.sleep(self.timing.poll)
-                result.verdicts = flow_verdicts(f, attempt(), ctx)
+                obs = attempt()
+                result.verdicts = flow_verdicts(f, obs, ctx)
+        result.obs = obs
         return result
+
+    def _http(self, f: Flow, host: Any, ctx: FlowContext) -> list[Any]:
+        """GETs of an ``expect: {http: STATUS}`` flow. kube-proxy updates its health server
+        just after writing the rules the harness saw applied, so a wrong status is asked
+        again until ``timing.positive_s`` (the conformance check's bounded wait)."""
+        def attempt() -> list[Any]:
+            return [host.call(_http_get, ctx.dst, f.port, call.source, self.timing.positive_s)
+                    for call in probe_plan(f, ctx) for _ in range(call.count)]
+
+        verdicts = flow_verdicts(f, attempt(), ctx)
+        deadline = time.monotonic() + self.timing.positive_s
+        while any(not v.passed for v in verdicts) and time.monotonic() < deadline:
+            time.sleep(self.timing.poll)
+            verdicts = flow_verdicts(f, attempt(), ctx)
+        return verdicts
+
+    def _connection(self, f: Flow, host: Any, ctx: FlowContext) -> tuple[list[Any], tuple[int, tuple[str, ...]]]:
+        """A ``connection`` flow: the first opens ``count`` TCP connections and records
+        who greeted each; every flow of the connection (after an ``inject``, if any) sends
+        a line on each and expects it echoed by the same pod."""
+        from harness.traffic.echo import read_greeting, read_line
+        from harness.traffic.probe import Observation
+
+        obs: list[Any] = []
+        if f.opens:
+            socks = self.conns.setdefault(f.connection, [])  # type: ignore[arg-type]
+            for call in probe_plan(f, ctx):
+                for _ in range(call.count):
+                    sock = host.socket(socket.AF_INET6 if ":" in ctx.dst else socket.AF_INET)
+                    sock.settimeout(self.timing.positive_s)
+                    try:
+                        if call.source:
+                            sock.bind((call.source, 0))
+                        sock.connect((ctx.dst, f.port))
+                        hello = read_greeting(sock, self.timing.positive_s)
+                    except (OSError, ValueError) as e:
+                        src, sport = (sock.getsockname()[:2] if sock.fileno() >= 0 else ("?", 0))
+                        sock.close()
+                        obs.append(Observation(_os_outcome(e), str(src), int(sport), ctx.dst,
+                                               f.port, "tcp", error=f"{type(e).__name__}: {e}"))
+                        continue
+                    socks.append((sock, hello))
+        socks = self.conns.get(f.connection, [])  # type: ignore[arg-type]
+        injected: tuple[int, tuple[str, ...]] = (0, ())
+        if f.inject:
+            injected = self._inject(f, host, socks)
+        if f.opens and not f.inject:
+            return obs + [_greeting_obs(s, h, ctx.dst, f.port) for s, h in socks], injected
+        for i, (sock, hello) in enumerate(socks):
+            src, sport = sock.getsockname()[:2]
+            line = f"{f.name} #{i}\n".encode()
+            try:
+                sock.sendall(line)
+                got = read_line(sock, self.timing.positive_s)
+                if line.strip() not in got:
+                    raise ValueError(f"echoed {got!r}")
+                obs.append(_greeting_obs(sock, hello, ctx.dst, f.port))
+            except (OSError, ValueError) as e:
+                obs.append(Observation(_os_outcome(e), str(src), int(sport), ctx.dst, f.port,
+                                       "tcp", error=f"{type(e).__name__}: {e}"))
+        return obs, injected
+
+    def _inject(self, f: Flow, host: Any, socks: list[tuple[Any, dict[str, Any]]]) -> tuple[int, tuple[str, ...]]:
+        """An out-of-window segment from each connection's endpoint (its own address and
+        port, a sequence number far beyond the client's window) while the client's
+        interface is watched: conntrack calls it INVALID and kube-proxy drops it
+        (kubernetes#74839); un-NATed, it reaches the client, whose RST kills the connection."""
+        from scapy.layers.inet import TCP
+
+        from harness.traffic.echo import read_line
+        from harness.traffic.probe import ip_header, ip_layer, send_crafted, sniff_in
+
+        sent, leaked = 0, []
+        for i, (sock, hello) in enumerate(socks):
+            pod = self.topo.pods.get(hello.get("pod"))
+            if pod is None:
+                continue
+            port = int(hello.get("port") or 0)
+            sport = int(hello["sport"])
+            with sniff_in(pod) as at_pod:
+                try:
+                    sock.sendall(f"before {i}\n".encode())
+                    read_line(sock, self.timing.positive_s)
+                except OSError:
+                    continue  # the outcome verdict reports the broken connection
+                mine = [p for p in at_pod.packets(wait=self.timing.silence_s)
+                        if TCP in p and ip_layer(p) is not None and ip_layer(p).src == pod.ip
+                        and p[TCP].dport == sport]
+            if not mine:
+                continue
+            last = mine[-1][TCP]
+            nxt = last.seq + len(bytes(last.payload))
+            segment = (ip_header(pod.ip, hello["src"])
+                       / TCP(sport=port, dport=sport, flags="PA", seq=(nxt + OUT_OF_WINDOW) % (1 << 32),
+                             ack=last.ack, window=502) / b"out of window\n")
+            with sniff_in(host) as at_client:
+                send_crafted(pod, segment)
+                sent += 1
+                leaked += [f"{ip_layer(p).src}:{p[TCP].sport} -> {ip_layer(p).dst}:{p[TCP].dport} "
+                           f"seq={p[TCP].seq}" for p in at_client.packets(wait=self.timing.silence_s)
+                           if TCP in p and ip_layer(p) is not None and ip_layer(p).src == pod.ip]
+        return sent, tuple(leaked)
 
     def _context(self, f: Flow, host: Any, source: str | None) -> FlowContext:
         dst = self._dst(f)
@@ -351,10 +600,17 @@ class _Runner:
                          if isinstance(f.expect, list) else ())
         nodes = frozenset(a for n in self.env.nodes for a in (*n.addresses, n.pod_gateway) if a)
         own = frozenset(p.name for p in self.topo.pods.values() if p.ip == dst)
+        own |= {ln.name for ln in self.sc.listeners if self.topo.nodes[ln.node].ip == dst}
+        related: dict[str, set[str]] = {}
+        if f.endpoint_of and f.endpoint_of[0] in self.by_name:
+            for o in self.by_name[f.endpoint_of[0]].obs:
+                if o.pod is not None:
+                    related.setdefault(str(o.src), set()).add(o.pod)
         # without a source address the kernel picks one of the host's, or loopback
         srcs = (source,) if source else (*host.addresses, getattr(host, "pod_gateway", ""),
                                          "127.0.0.1", "::1")
-        return FlowContext(dst, tuple(a for a in srcs if a), expected_pods, nodes, own)
+        return FlowContext(dst, tuple(a for a in srcs if a), expected_pods, nodes, own,
+                           tuple((a, frozenset(p)) for a, p in related.items()))
 
     def _fail(self, r: FlowResult, st: Step | None) -> str:
         what = r.error or "\n".join(v.explain() for v in r.failed_verdicts)

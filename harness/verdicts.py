@@ -310,6 +310,16 @@ def _min_samples_for_power(n: int, lam_per_sample: float, alpha: float, power: f
 # Monte-Carlo check of the ncx2 answer: runs and seed are fixed so plans are reproducible.
 POWER_CHECK_RUNS = 100_000
 POWER_CHECK_SEED = 20261124
+# ... and at most this many multinomial cells per simulation, so that hundreds of endpoints
+# stay affordable (n <= 40 keeps all 100,000 runs; n = 320: 12,500 runs, a miss-rate
+# resolution of 8e-5 against the 1e-3 it checks; never fewer than MIN runs).
+POWER_CHECK_CELLS = 4_000_000
+POWER_CHECK_MIN_RUNS = 10_000
+
+
+def power_check_runs(n: int) -> int:
+    """Monte-Carlo runs for ``n`` endpoints (see POWER_CHECK_CELLS)."""
+    return max(POWER_CHECK_MIN_RUNS, min(POWER_CHECK_RUNS, POWER_CHECK_CELLS // max(n, 1)))
 
 
 def zero_check_enabled(n: int, samples: int, alpha: float) -> bool:
@@ -318,9 +328,11 @@ def zero_check_enabled(n: int, samples: int, alpha: float) -> bool:
 
 
 def simulated_miss_rate(n: int, samples: int, probabilities: Sequence[float],
-                        alpha: float = DEFAULT_ALPHA, runs: int = POWER_CHECK_RUNS,
+                        alpha: float = DEFAULT_ALPHA, runs: int | None = None,
                         seed: int = POWER_CHECK_SEED) -> float:
-    """Fraction of simulated faulty runs that ``uniformity_verdict``'s rule lets pass."""
+    """Fraction of simulated faulty runs that ``uniformity_verdict``'s rule lets pass
+    (``runs``: ``power_check_runs(n)`` unless given)."""
+    runs = power_check_runs(n) if runs is None else runs
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(samples, probabilities, size=runs)
     p_zero = n * (1.0 - 1.0 / n) ** samples

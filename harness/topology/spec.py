@@ -442,6 +442,7 @@ def topology_from_objects(
         _name(obj, name)
 
     pods: dict[str, dict[str, Any]] = {}  # by address
+    nodeless: dict[str, dict[str, Any]] = {}  # endpoints without nodeName, by address
     for s in slices:
         sname = _get(s, "metadata", "name")
         atype = _get(s, "addressType") or "IPv4"
@@ -459,8 +460,15 @@ def topology_from_objects(
             obj = f"EndpointSlice {sname!r} endpoints[{e_i}]"
             node = _get(ep, "nodeName")
             if not node:
-                raise TopologyError(obj, "nodeName", "missing",
-                                    "set nodeName so the harness knows where the pod runs")
+                # kube-proxy then never counts it local; the pod runs on the node whose pod
+                # CIDR holds its address (placed below, once the CIDRs are known)
+                ref = _get(ep, "targetRef", "name")
+                for addr in _get(ep, "addresses") or ():
+                    _addr(obj, "addresses", addr)
+                    cur = nodeless.setdefault(addr, {"name": ref or "ep-" + re.sub(
+                        r"[^0-9a-f]+", "-", addr.lower()).strip("-"), "ports": [], "obj": obj})
+                    cur["ports"] += [p for p in ports if p not in cur["ports"]]
+                continue
             if explicit_nodes and node not in node_specs:
                 raise TopologyError(obj, "nodeName", f"{node!r} is not one of the Nodes "
                                     f"{sorted(node_specs)}", "add that Node or fix nodeName")
@@ -479,6 +487,13 @@ def topology_from_objects(
                                         f"{cur['obj']}", "one address is one pod on one node")
                 else:
                     cur["ports"] += [p for p in ports if p not in cur["ports"]]
+
+    # endpoints without nodeName: on the node whose pod CIDR (a Node's spec.podCIDR, or
+    # inferred from its other endpoints) holds the address
+    homeless = {a: p for a, p in nodeless.items() if a not in pods}
+    for addr, p in nodeless.items():
+        if addr in pods:  # listed with a nodeName elsewhere: that pod serves these ports too
+            pods[addr]["ports"] += [pp for pp in p["ports"] if pp not in pods[addr]["ports"]]
 
     # two endpoint addresses with the same targetRef name: disambiguate rather than fail
     names: dict[str, int] = {}
@@ -510,6 +525,17 @@ def topology_from_objects(
     for name, ns in list(node_specs.items()):
         if not ns.pod_cidr:
             node_specs[name] = replace(ns, pod_cidr=str(next(free)))
+    for addr, p in homeless.items():
+        homes = [n for n, ns in node_specs.items()
+                 if ipaddress.ip_address(addr) in ipaddress.ip_network(ns.pod_cidr)]
+        if len(homes) != 1:
+            raise TopologyError(p["obj"], "nodeName", f"missing, and {addr} is in the pod CIDR "
+                                f"of {len(homes)} nodes", "give the node a pod_cidr (topology."
+                                "nodes or a Node's spec.podCIDR) holding the address, or set "
+                                "nodeName")
+        if p["name"] in {q["name"] for q in pods.values()}:
+            p["name"] = f"{p['name']}-{re.sub(r'[^0-9a-f]+', '-', addr.lower()).strip('-')}"
+        pods[addr] = {"name": p["name"], "node": homes[0], "ports": p["ports"], "obj": p["obj"]}
 
     pod_specs = [PodSpec(name=p["name"], node=p["node"], ports=tuple(p["ports"]), ip=a)
                  for a, p in pods.items()]

@@ -109,3 +109,62 @@ FAULTS_LIST.append(
           _lb_ips_of_any_family,
           caught_by=("scenario/bugs/k8s-73157", "scenario/bugs/k8s-88316"),
           pytest_args=("scenarios/bugs/k8s-73157.yaml", "scenarios/bugs/k8s-88316.yaml")))
+
+
+def _no_reject_from_input() -> None:
+    # kube-proxy v1.6.0 (kubernetes#43969, fixed by PR #43972): the "has no endpoints"
+    # REJECT rules were reached from OUTPUT (and FORWARD) only, not from INPUT, so packets
+    # from outside to a nodePort without endpoints reached whatever held the port on the
+    # node (kube-proxy itself then held every nodePort open: CLOSE_WAIT sockets piled up).
+    from refproxier import iptables
+
+    iptables._JUMPS = tuple(j for j in iptables._JUMPS
+                            if not (j[0] == "filter" and j[1] == "INPUT"
+                                    and j[2] == iptables.KUBE_EXTERNAL_SERVICES))
+
+
+FAULTS_LIST.append(
+    Fault("no-reject-from-input",
+          "nodePorts without endpoints are not rejected on the way in (no INPUT jump)",
+          _no_reject_from_input, **_scenario("k8s-43969")))
+
+
+def _probability_two_decimals() -> None:
+    # kubernetes PR #83599: kube-proxy printed the statistic probabilities with 5 decimals,
+    # so from 319 endpoints on neighbouring rules got the same probability. That skew is
+    # at most 0.16% per endpoint at 320 (no traffic sample can show it); the same defect at
+    # 2 decimals rounds 1/k to 0.00 for k > 200, which starves 120 of 320 endpoints.
+    from refproxier import iptables
+
+    iptables.compute_probability = lambda n: f"{1.0 / n:0.2f}"
+
+
+FAULTS_LIST.append(
+    Fault("probability-two-decimals",
+          "statistic probabilities printed with 2 decimals (kubernetes#83599's defect, coarser)",
+          _probability_two_decimals, **_scenario("k8s-83599")))
+
+
+def _nodeless_endpoints_local() -> None:
+    # A proxier that counts an endpoint without nodeName as local on every node (kube-proxy
+    # compares nodeName with its hostname, so such an endpoint is never local: with
+    # externalTrafficPolicy Local it is not served through any node; kubernetes#48437).
+    from dataclasses import replace
+
+    from refproxier import proxystate
+
+    orig = getattr(proxystate, "_slice_endpoints", None)
+    if orig is None:
+        raise RuntimeError("refproxier.proxystate._slice_endpoints is gone; update the fault")
+
+    def by_port(*args, **kwargs):
+        out = orig(*args, **kwargs)
+        return {k: [replace(e, is_local=True) if e.node_name is None else e for e in lst]
+                for k, lst in out.items()}
+    proxystate._slice_endpoints = by_port
+
+
+FAULTS_LIST.append(
+    Fault("nodeless-endpoints-local",
+          "endpoints without nodeName are counted local on every node",
+          _nodeless_endpoints_local, **_scenario("k8s-48437")))

@@ -21,7 +21,7 @@ from tests.faulty.faults import FAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 BUGS = sorted((ROOT / "scenarios" / "bugs").glob("*.yaml"))
-CAPABILITIES = ("acks,localhost-nodeports,masquerade-mark,affinity,reject-no-endpoints,"
+CAPABILITIES = ("acks,localhost-nodeports,masquerade-mark,affinity,reject-no-endpoints,invalid-drop,"
                 "health-check-nodeport,udp-conntrack-cleanup,ipv6")
 CAUGHT = [(p, load_scenario(p).caught_by_fault) for p in BUGS]
 CAUGHT = [(p, f) for p, f in CAUGHT if f]

@@ -88,7 +88,15 @@ PLANTS: dict[str, tuple[Any, Any] | None] = {
     "affinity": None,
     "interval": (0.5, 1.0),
     "reach": None,
+    # keys that relate flows or scope them: a dedicated test each (DEDICATED)
+    "endpoint_of": None, "connection": None, "inject": None, "requires": None,
+    "known_gap": None,
 }
+DEDICATED = {"endpoint_of": "test_endpoint_of_checks_each_relation",
+             "connection": "test_connection_flows_are_checked_and_refused_where_meaningless",
+             "inject": "test_inject_verdict",
+             "requires": "test_requires_and_known_gap_scope_a_flow",
+             "known_gap": "test_requires_and_known_gap_scope_a_flow"}
 
 
 def load(flow: dict[str, Any]) -> tuple[Scenario, Flow]:
@@ -193,6 +201,9 @@ def _statistical_plant(kind: str, key: str) -> tuple[dict, dict, dict] | None:
 def test_a_wrong_value_fails_or_is_refused(kind, key):
     base = {**BASE, **KINDS[kind]}
     sim: dict[str, Any] = {}
+    if key in DEDICATED:
+        assert callable(globals().get(DEDICATED[key])), f"{key}: no {DEDICATED[key]}"
+        return
     if PLANTS[key] is None and key == "expect":
         if isinstance(base["expect"], list) and ":" in base["expect"][0]:
             wrong: Any = ["10.244.1.5:8080", "10.244.2.6:8080"]  # the proxier also sends to web-1
@@ -273,3 +284,157 @@ def test_reach_all_probe_counts_and_false_failure():
     assert failed(sc, f, simulate(sc, f)) == []
     v = [v for v in flow_verdicts(f, simulate(sc, f, skew=True), ctx) if not v.passed]
     assert [x.check for x in v] == ["f: reach all"] and "web-1" in v[0].failures[0]
+
+
+# ------------------------------------------------------- flows that relate or are scoped
+
+
+def load_all(flows: list[dict[str, Any]]) -> Scenario:
+    text = HEAD + "flows:\n" + "".join(
+        "  - " + yaml.safe_dump(f, default_flow_style=True, width=10_000) for f in flows)
+    return parse_scenario(text, "flows.yaml")
+
+
+def _related(obs: list[Observation]) -> tuple[tuple[str, frozenset[str]], ...]:
+    out: dict[str, set[str]] = {}
+    for o in obs:
+        out.setdefault(o.src, set()).add(str(o.pod))
+    return tuple((a, frozenset(p)) for a, p in out.items())
+
+
+def test_endpoint_of_checks_each_relation():
+    from dataclasses import replace
+
+    pods = ["web-0", "web-1", "web-2"]
+    a = {**BASE, "name": "a", "expect": pods, "affinity": True, "count": 2}
+    for rel in ("same", "different", "independent"):
+        b = {**BASE, "name": "b", "port": 53, "protocol": "UDP", "expect": pods,
+             "affinity": True, "count": 2, "endpoint_of": {"flow": "a", "is": rel}}
+        sc = load_all([a, b])
+        fa, fb = sc.flows
+        obs_a = simulate(sc, fa)  # address i -> pods[i % 3]
+        ctx = replace(context(sc, fb), related=_related(obs_a))
+        same = simulate(sc, fb)  # the same assignment: every address on a's pod
+        moved = [replace(o, pod=pods[(pods.index(o.pod) + 1) % 3]) for o in same]
+
+        def bad(obs, fb=fb, ctx=ctx):
+            return [v.check for v in flow_verdicts(fb, obs, ctx) if not v.passed]
+        check = f"b: endpoint {rel} of 'a'"
+        if rel == "same":
+            assert bad(same) == [] and check in bad(moved)
+        elif rel == "different":
+            assert bad(moved) == [] and check in bad(same)
+        else:
+            assert bad(moved) == [] and check in bad(same)
+            # per address: stuck on one pod each, and some addresses on a's pod -> passes
+            order = list(dict.fromkeys(o.src for o in same))
+            sticky_mixed = [replace(o, pod=pods[(pods.index(o.pod) + order.index(o.src) % 2) % 3])
+                            for o in same]
+            assert bad(sticky_mixed) == []
+            few = replace(ctx, related=_related(obs_a)[:3])  # 3 addresses: 3^-3 > 1e-6
+            v = [v for v in flow_verdicts(fb, moved, few) if v.check == check][0]
+            assert not v.passed and "inconclusive" in v.failures[0]
+    # refused: an unknown flow, a later flow, a flow without endpoints, an unknown relation
+    for flows in ([{**BASE, "name": "b", "expect": pods, "endpoint_of": {"flow": "zz", "is": "same"}}],
+                  [{**BASE, "name": "b", "expect": pods, "endpoint_of": {"flow": "a", "is": "same"}}, a],
+                  [{**BASE, "name": "a", "expect": "drop"},
+                   {**BASE, "name": "b", "expect": pods, "endpoint_of": {"flow": "a", "is": "same"}}],
+                  [a, {**BASE, "name": "b", "expect": pods, "endpoint_of": {"flow": "a", "is": "equal"}}]):
+        with pytest.raises(ScenarioError, match=r"flows.yaml:\d+"):
+            load_all(flows)
+
+
+def test_connection_flows_are_checked_and_refused_where_meaningless():
+    from dataclasses import replace
+
+    opener = {**BASE, "name": "o", "expect": ["web-0", "web-1"], "connection": "c", "count": 3}
+    later = {**BASE, "name": "l", "expect": ["web-0", "web-1"], "connection": "c"}
+    sc = load_all([opener, later])
+    fo, fl = sc.flows
+    assert fo.opens and not fl.opens and fl.count == 3
+    obs = simulate(sc, fl)
+    assert failed(sc, fl, obs) == []
+    broken = [replace(obs[0], outcome=Outcome.RESET, pod=None, seen_src=None), *obs[1:]]
+    assert "l: outcome" in failed(sc, fl, broken)
+    assert "l: probes" in failed(sc, fl, obs[:2])  # a connection missing
+    for flows in ([{**opener, "protocol": "UDP", "port": 53}],
+                  [{**opener, "expect": "drop"}],
+                  [{**opener, "sport": 41000}],
+                  [{**opener, "distribution": "uniform"}],
+                  [opener, {**later, "port": 53, "protocol": "TCP"}],
+                  [opener, {**later, "count": 2}]):
+        with pytest.raises(ScenarioError, match=r"flows.yaml:\d+"):
+            load_all(flows)
+
+
+def test_inject_verdict():
+    from dataclasses import replace
+
+    flows = [{**BASE, "name": "o", "expect": ["web-0"], "connection": "c", "count": 2},
+             {**BASE, "name": "i", "expect": ["web-0"], "connection": "c", "inject": "out-of-window"}]
+    sc = load_all(flows)
+    f = sc.flows[1]
+    obs = simulate(sc, f)
+    ctx = context(sc, f)
+
+    def bad(injected):
+        return [v.check for v in flow_verdicts(f, obs, replace(ctx, injected=injected)) if not v.passed]
+    assert bad((2, ())) == []
+    assert bad((2, ("10.244.1.5:8080 -> 192.0.2.101:40000",))) == ["i: inject out-of-window"]
+    assert bad((1, ())) == ["i: inject out-of-window"]  # a connection got no segment
+    with pytest.raises(ScenarioError, match="needs a connection"):
+        load_all([{**BASE, "name": "i", "expect": ["web-0"], "inject": "out-of-window"}])
+    with pytest.raises(ScenarioError, match="inject 'rst'"):
+        load_all([{**flows[0], "inject": "rst"}])
+
+
+def test_http_expect_checks_the_status():
+    from harness.flowcheck import HttpObservation
+
+    sc = load_all([{**BASE, "name": "h", "to": "node-a", "port": 32000, "expect": {"http": 503}}])
+    f = sc.flows[0]
+    ctx = context(sc, f)
+
+    def answers(status):
+        return [HttpObservation(Outcome.REPLY, _CLIENT[0], 40000 + i, ctx.dst, 32000, status=status,
+                                body='{"localEndpoints": 0}') for i in range(4)]
+    assert [v.check for v in flow_verdicts(f, answers(503), ctx) if not v.passed] == []
+    assert [v.check for v in flow_verdicts(f, answers(200), ctx) if not v.passed] == ["h: outcome http"]
+    refused = [HttpObservation(Outcome.RESET, _CLIENT[0], 40000, ctx.dst, 32000)] * 4
+    assert "h: outcome http" in [v.check for v in flow_verdicts(f, refused, ctx) if not v.passed]
+    for bad in ({"expect": {"http": 503}, "masq": True}, {"expect": {"http": 99}},
+                {"expect": {"http": 503}, "protocol": "UDP"}, {"expect": {"http": 503}, "sport": 41000}):
+        with pytest.raises(ScenarioError, match=r"flows.yaml:\d+"):
+            load_all([{**BASE, "name": "h", "to": "node-a", "port": 32000, **bad}])
+
+
+def test_requires_and_known_gap_scope_a_flow():
+    from harness.flowcheck import FlowResult
+    from harness.verdicts import Verdict
+
+    sc = load_all([{**BASE, "name": "g", "expect": "drop", "requires": ["invalid-drop"],
+                    "known_gap": [{"proxier": "reference-nft", "reason": "https://example.org/x"}]}])
+    f = sc.flows[0]
+    assert f.requires == ["invalid-drop"] and "reference-nft" in f.known_gaps
+    ok, bad = Verdict("g: outcome", True, "", ""), Verdict("g: outcome", False, "", "")
+    assert FlowResult(f, "s", [bad], skipped="skipped: no invalid-drop").outcome == "skipped"
+    assert FlowResult(f, "s", [bad], gap="why").outcome == "known gap"
+    assert FlowResult(f, "s", [ok], gap="why").outcome == "failed"  # strict: a stale gap
+    assert FlowResult(f, "s", [bad]).outcome == "failed"
+    for extra in ({"requires": ["teleport"]},
+                  {"known_gap": [{"proxier": "x", "reason": "no link"}]},
+                  {"known_gap": [{"proxier": "x", "reason": "https://a"}, {"proxier": "x", "reason": "https://b"}]}):
+        with pytest.raises(ScenarioError, match=r"flows.yaml:\d+"):
+            load_all([{**BASE, "name": "g", "expect": "drop", **extra}])
+
+
+def test_sctp_ports_are_left_out_of_listeners_without_sctp_sockets():
+    from harness.scenario_plugin import without_sctp_listeners
+
+    sc = load_all([{**BASE, "name": "x", "expect": "drop"}])
+    topo = sc.topology
+    from dataclasses import replace
+    topo = replace(topo, pods=tuple(replace(p, ports=(*p.ports, (9090, "sctp"))) for p in topo.pods))
+    out = without_sctp_listeners(topo)
+    assert all(pp[1] != "sctp" for p in out.pods for pp in p.ports)
+    assert [p.name for p in out.pods] == [p.name for p in topo.pods]

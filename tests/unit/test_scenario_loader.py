@@ -385,3 +385,107 @@ def test_a_slice_port_without_a_name_is_an_error():
     e = error(scenario().replace("ports: [{name: http, port: 8080, protocol: TCP}]",
                                  "ports: [{port: 8080, protocol: TCP}]"))
     assert "port 8080 has no name" in str(e) and 'name: ""' in str(e)
+
+
+# ------------------------------------------------ generated slices, patterns, listeners
+
+GENERATED = """\
+description: generated
+objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: big, namespace: default}
+    spec:
+      clusterIP: 10.96.0.30
+      ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+  - generate: EndpointSlice
+    service: big
+    endpoints:
+      - {node: node-a, count: 150, first: 10.244.1.10}
+      - {node: node-b, count: 60, first: 10.244.2.10}
+    ports: [{name: http, port: 8080, protocol: TCP}]
+flows:
+"""
+
+
+def test_generated_slices_are_what_the_controller_writes():
+    sc = parse_scenario(GENERATED + "  - {name: u, from: client, to: 10.96.0.30, port: 80, "
+                        "expect: [big-*], distribution: uniform}\n", "g.yaml")
+    slices = [o for o in sc.objects if type(o).__name__ == "EndpointSlice"]
+    assert [s.metadata.name for s in slices] == ["big-gen0", "big-gen1", "big-gen2"]
+    assert [len(s.endpoints) for s in slices] == [100, 100, 10]
+    eps = [e for s in slices for e in s.endpoints]
+    assert eps[0].addresses == ["10.244.1.10"] and eps[149].addresses == ["10.244.1.159"]
+    assert eps[150].addresses == ["10.244.2.10"] and eps[150].nodeName == "node-b"
+    assert eps[209].targetRef.name == "big-209"
+    assert len(sc.topology.pods) == 210
+    f = sc.flows[0]
+    assert len(f.expect) == 210 and f.expect[:3] == ["big-0", "big-1", "big-2"]
+    assert "{big-*}" in f.describe()
+
+
+@pytest.mark.parametrize("flow,problem,line", [
+    ("expect: [web-*]", "pattern 'web-*' matches no endpoint pod", 16),
+    ("expect: ['big-1?'], distribution: uniform", None, None),
+    ("expect: [big-7], distribution: uniform", "at least 2 expected endpoints", 16),
+])
+def test_patterns_that_match_nothing_or_too_little(flow, problem, line):
+    text = GENERATED + "  - {name: u, from: client, to: 10.96.0.30, port: 80, " + flow + "}\n"
+    if problem is None:
+        assert len(parse_scenario(text, "g.yaml").flows[0].expect) == 10  # big-10 .. big-19
+        return
+    e = error(text)
+    assert problem in str(e) and e.line == line
+
+
+@pytest.mark.parametrize("bad,problem", [
+    ("generate: Service", "only EndpointSlices are generated"),
+    ("generate: EndpointSlice\n    colour: blue", "unknown key 'colour'"),
+])
+def test_a_bad_generator_is_refused_with_its_line(bad, problem):
+    e = error(GENERATED.replace("generate: EndpointSlice", bad) + GOOD_FLOW.replace("[web-0]", "[big-0]").replace("10.96.0.20", "10.96.0.30"))
+    assert problem in str(e) and e.line
+
+
+def test_listeners_are_named_hosts_on_nodes():
+    text = scenario("topology:\n  listeners: [{name: app, node: node-a, port: 30000}]\n",
+                    flows="  - {name: l, from: client, to: node-a, port: 30000, expect: [app]}\n")
+    sc = parse_scenario(text, "s.yaml")
+    assert [(x.name, x.node, x.port, x.protocol) for x in sc.listeners] == [("app", "node-a", 30000, "TCP")]
+    for body, problem in (("[{name: app, node: node-z, port: 1}]", "'node-z' is not a node"),
+                          ("[{name: web-0, node: node-a, port: 1}]", "already a pod"),
+                          ("[{name: app, node: node-a, port: 1, protocol: SCTP}]", "protocol 'SCTP'")):
+        e = error(scenario(f"topology:\n  listeners: {body}\n"))
+        assert problem in str(e) and e.line == 23, str(e)
+
+
+NODELESS = """\
+description: nodeless
+objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: web, namespace: default}
+    spec:
+      clusterIP: 10.96.0.40
+      ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: {name: web-x, namespace: default, labels: {kubernetes.io/service-name: web}}
+    addressType: IPv4
+    endpoints:
+      - {addresses: [10.244.2.7], conditions: {ready: true}, targetRef: {kind: Pod, name: web-0}}
+      - {addresses: [10.244.1.8], conditions: {ready: true}, nodeName: node-a}
+    ports: [{name: http, port: 8080, protocol: TCP}]
+topology:
+  nodes: [{name: node-a, pod_cidr: 10.244.1.0/24}, {name: node-b, pod_cidr: 10.244.2.0/24}]
+flows:
+  - {name: f, from: client, to: 10.96.0.40, port: 80, expect: [web-0]}
+"""
+
+
+def test_an_endpoint_without_node_name_runs_where_its_address_belongs():
+    sc = parse_scenario(NODELESS, "n.yaml")
+    assert {(p.name, p.node) for p in sc.topology.pods} == {("web-0", "node-b"),
+                                                            ("ep-10-244-1-8", "node-a")}
+    e = error(NODELESS.replace("10.244.2.7", "10.244.9.7"))
+    assert "10.244.9.7 is in the pod CIDR of 0 nodes" in str(e) and "nodeName" in str(e)
