@@ -110,7 +110,7 @@ def run_scenario_on(name: str, release: str, workdir: Path, mode: str = "kube-pr
     report_dir = workdir / f"{name}-{release}"
     cmd = [sys.executable, "-m", "pytest", str(BUGS / f"{name}.yaml"), "-p", "no:cacheprovider",
            "-q", f"--proxier={mode}", "--control-plane=api", f"--kube-proxy-version={release}",
-           f"--report-dir={report_dir}"]
+           f"--report-dir={report_dir}", "--known-bugs=fail"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     try:
         checks = json.loads((report_dir / "report.json").read_text())["checks"]

@@ -122,6 +122,10 @@ class ScenarioItem(pytest.Item):
         if gap:
             # strict: once the proxier is fixed the scenario passes and this entry must go
             self.add_marker(pytest.mark.xfail(reason=f"known gap: {gap}", strict=True))
+        elif self.config.getoption("known_bugs", "xfail") == "xfail":
+            bug = release_has_bug(self.scenario, proxier_spec_of(self.config))
+            if bug:
+                self.add_marker(pytest.mark.xfail(reason=bug, strict=True))
         run_scenario(self.scenario, self.config, self)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
@@ -197,6 +201,20 @@ def _http_get(ip: str, port: int, source: str | None, timeout: float) -> Any:
                                error=f"{type(e).__name__}: {e}")
     finally:
         conn.close()
+
+
+def release_has_bug(sc: Scenario, spec: ProxierSpec) -> str | None:
+    """Why kube-proxy build ``spec`` is known to have the scenario's bug (its history: a
+    kube-proxy bug of the spec's mode, the release before the fix), or None."""
+    h = sc.history
+    if h is None or spec.release is None:
+        return None
+    mode = "nftables" if spec.netfilter == "nftables" else "iptables"
+    if not h.expected_to_fail(spec.release, mode):
+        return None
+    link = (h.fixed_by or sc.references or [""])[0]
+    return (f"kube-proxy {spec.release} predates the fix of this bug (fixed in "
+            f"{h.fixed_in_text}{', ' + link if link else ''}): reproducing it is expected")
 
 
 def scenario_proxier(sc: Scenario, config: pytest.Config) -> ProxierSpec:
@@ -633,6 +651,11 @@ class _Runner:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("svc-conformance")
+    g.addoption("--known-bugs", choices=("xfail", "fail"), default="xfail",
+                help="a kube-proxy bug reproduction run against a kube-proxy release its "
+                     "history says predates the fix: 'xfail' (default; strict, so a release "
+                     "that does not reproduce it fails the run) or 'fail' (the raw outcome: "
+                     "what 'run.sh bugs' and the history self-test want)")
     g.addoption("--save-scenario", default=None, metavar="DIR",
                 help="when a check using the 'cluster' fixture fails, write its Services, "
                      "EndpointSlices, Nodes, hosts and probes to DIR/<test>.yaml as a scenario "

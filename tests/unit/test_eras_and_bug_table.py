@@ -67,3 +67,21 @@ def test_the_bug_matrix_has_one_column_per_release():
                                  _report("v1.26.15", {"k8s-90259": "pass"})])
     assert "| bug | fixed in | kube-proxy v1.25.16 | kube-proxy v1.26.15 |" in md
     assert "| k8s-90259 | v1.26.0 | bug (before the fix) | ok |" in md
+
+
+def test_a_kube_proxy_release_before_the_fix_is_expected_to_reproduce_the_bug():
+    from harness.proxiers import ProxierSpec
+    from harness.scenario import load_scenario
+    from harness.scenario_plugin import release_has_bug
+
+    sc = load_scenario("scenarios/bugs/k8s-141371.yaml")  # introduced v1.32.0, fixed v1.38.0-alpha.1
+
+    def kp(release: str | None, netfilter: str = "iptables") -> ProxierSpec:
+        return ProxierSpec("kube-proxy", "kube-proxy", release=release, netfilter=netfilter)
+
+    why = release_has_bug(sc, kp("v1.37.2"))
+    assert why and "v1.37.2 predates the fix" in why and "pull/141371" in why
+    assert release_has_bug(sc, kp("v1.37.2", "nftables"))
+    assert release_has_bug(sc, kp("v1.38.0")) is None     # has the fix
+    assert release_has_bug(sc, kp("v1.31.14")) is None    # older than the bug
+    assert release_has_bug(sc, kp(None)) is None          # not a kube-proxy build
