@@ -1,0 +1,1 @@
+FAULTS_LIST: list = []
