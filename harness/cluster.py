@@ -126,6 +126,13 @@ class ServiceHandle:
             for p in self.spec.ports:
                 if p.node_port is None:
                     p.node_port = self.env.alloc.node_port()
+        # As the API server: a LoadBalancer gets a healthCheckNodePort with eTP Local and
+        # loses it with Cluster (and a new one, when switched back, unless one is given).
+        local_lb = self.spec.type == "LoadBalancer" and self.spec.external_traffic_policy == "Local"
+        if not local_lb:
+            self.spec.health_check_node_port = None
+        elif self.spec.health_check_node_port is None:
+            self.spec.health_check_node_port = self.env.alloc.health_check_port()
         self.env.put_service(self)
         if sync:
             self.env.sync()
