@@ -17,7 +17,15 @@ import json
 
 import pytest
 
-from harness.api import EndpointSpec, PortSpec, expect, expect_true, probe, reached_only, source_seen
+from harness.api import (
+    EndpointSpec,
+    PortSpec,
+    expect,
+    expect_true,
+    probe,
+    reached_only,
+    source_seen,
+)
 
 pytestmark = [pytest.mark.traffic_policy, pytest.mark.loadbalancer,
               pytest.mark.requires("health-check-nodeport")]
