@@ -31,6 +31,25 @@ def _ip_mode_proxy_ignored() -> None:
     proxystate._service_ports = service_ports
 
 
+def _ip_mode_unset_is_proxy() -> None:
+    # An ingress IP without ipMode is left to the load balancer, as if it said Proxy (the
+    # API's default is VIP).
+    from refproxier import proxystate
+
+    orig = proxystate._service_ports
+
+    def service_ports(b, svc):
+        ports = orig(b, svc)
+        ingress = (svc.status.loadBalancer.ingress
+                   if svc.status and svc.status.loadBalancer else None) or []
+        unset = {i.ip for i in ingress if i.ip and not i.ipMode}
+        if not ports or not unset:
+            return ports
+        return [replace(sp, load_balancer_ips=tuple(ip for ip in sp.load_balancer_ips
+                                                    if ip not in unset)) for sp in ports]
+    proxystate._service_ports = service_ports
+
+
 def _hc_counts_serving_terminating() -> None:
     # The health check node port counts serving-terminating local endpoints as healthy.
     from refproxier import proxystate
@@ -106,6 +125,9 @@ def _healthz_without_last_updated() -> None:
 FAULTS_LIST = [
     Fault("lb-ip-mode-proxy-ignored", "LB ingress IPs with ipMode Proxy are proxied like VIPs",
           _ip_mode_proxy_ignored, ("service/loadbalancer/ip-mode-proxy/not-short-circuited",),
+          capabilities=CAPS),
+    Fault("lb-ip-mode-unset-is-proxy", "LB ingress IPs without ipMode are not proxied (as Proxy)",
+          _ip_mode_unset_is_proxy, ("service/loadbalancer/ip-mode-vip/short-circuited",),
           capabilities=CAPS),
     Fault("hc-counts-serving-terminating",
           "the health check node port counts serving-terminating local endpoints",
