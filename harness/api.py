@@ -36,7 +36,7 @@ from harness.expect import (
     expect_uniform,
     names,
 )
-from harness.model import EndpointSpec, PortSpec, ServiceSpecIn, SliceSpec
+from harness.model import EndpointSpec, NodeMeta, PortSpec, ServiceSpecIn, SliceSpec
 from harness.netfilter import (
     MarkObserver,
     conntrack_entries,
@@ -68,6 +68,8 @@ from harness.verdicts import (
     affinity_verdict,
     dropped,
     probe_table,
+    reach_samples,
+    reached_all,
     reached_only,
     refused,
     required_samples,
@@ -77,14 +79,15 @@ from harness.verdicts import (
 
 __all__ = [
     "IPV6_PLAN", "AffinityTimeline", "Client", "ClientSpec", "ClusterScope", "EndpointSpec",
-    "Host", "MarkObserver", "Node", "NodeSpec", "Observation", "Outcome", "Pod", "PortSpec",
+    "Host", "MarkObserver", "Node", "NodeMeta", "NodeSpec", "Observation", "Outcome", "Pod", "PortSpec",
     "ServiceHandle", "ServiceSpecIn", "SliceSpec", "Timing", "TopologySpec", "Verdict",
     "VerdictFailure", "affinity_clients_needed", "affinity_connections_needed",
     "affinity_verdict", "attach", "attach_trace", "churn_timeline", "conntrack_entries",
     "dropped", "dump_rules", "eras", "entries_text", "expect", "expect_affinity", "expect_dropped",
     "expect_reached", "expect_refused", "expect_source", "expect_true", "expect_uniform",
     "flow_match", "ip_header", "ip_layer", "names", "native_nft_tables", "probe",
-    "probe_table", "read_greeting", "read_line", "reached_only", "refused",
+    "probe_table", "reach_samples", "reached_all", "read_greeting", "read_line", "reached_only",
+    "refused",
     "required_samples", "scoped_cluster", "send_crafted", "sniff_in", "source_seen",
     "uniformity_verdict", "wait_no_stale_udp",
 ]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness import model
+from harness import model, trafficdist
 from harness.controlplane.apiserver import ApiControlPlane
 from harness.controlplane.statedir import SYSTEM_NAMESPACE, StateDirControlPlane, SyncTimeout
-from harness.model import EndpointSpec, PortSpec, ServiceSpecIn, SliceSpec
+from harness.model import EndpointSpec, NodeMeta, PortSpec, ServiceSpecIn, SliceSpec
 from harness.options import ClusterOptions
 from harness.proxiers import ProxierSpec, python_executable
 from harness.proxiers.process import ProxierProcess
@@ -29,6 +29,7 @@ from harness.topology.netns import Client, Node, Pod
 TEST_NAMESPACE = "conformance"
 DEFAULT_POD_PORTS: tuple[tuple[int, str], ...] = ((8080, "tcp"), (8080, "udp"), (9090, "tcp"), (9090, "udp"))
 SENTINEL_PORT_BASE = 20000
+ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 @dataclass
@@ -97,7 +98,8 @@ class ServiceHandle:
 
     def objects(self) -> list[dict[str, Any]]:
         objs = [model.service_object(self.spec)]
-        objs += [model.endpoint_slice_object(self.name, self.namespace, s) for s in self.slices]
+        slices = trafficdist.reconcile(self.spec.traffic_distribution, self.slices)
+        objs += [model.endpoint_slice_object(self.name, self.namespace, s) for s in slices]
         return objs
 
     def set_endpoints(self, endpoints: Iterable[Any], *, sync: bool = True) -> None:
@@ -124,6 +126,13 @@ class ServiceHandle:
             for p in self.spec.ports:
                 if p.node_port is None:
                     p.node_port = self.env.alloc.node_port()
+        # As the API server: a LoadBalancer gets a healthCheckNodePort with eTP Local and
+        # loses it with Cluster (and a new one, when switched back, unless one is given).
+        local_lb = self.spec.type == "LoadBalancer" and self.spec.external_traffic_policy == "Local"
+        if not local_lb:
+            self.spec.health_check_node_port = None
+        elif self.spec.health_check_node_port is None:
+            self.spec.health_check_node_port = self.env.alloc.health_check_port()
         self.env.put_service(self)
         if sync:
             self.env.sync()
@@ -181,6 +190,8 @@ class ClusterEnv:
         self.services: dict[tuple[str, str], ServiceHandle] = {}
         self._sentinel: ServiceHandle | None = None
         self.last_sync_seconds: float | None = None
+        #: what tests changed on Node objects (labels, taints, deletion), by node name
+        self.node_meta: dict[str, NodeMeta] = {}
 
     # --- addresses ---------------------------------------------------------------------
     @property
@@ -230,12 +241,7 @@ class ClusterEnv:
             # on the lan router address, inside the lan namespace: every node reaches it
             self.controlplane.start(self.topology.lan_netns, str(self.topology.resolved.router))
         for node in self.nodes:
-            if self.dual_stack:
-                self.controlplane.put(model.node_object(
-                    node.name, [node.ip, node.ip_of(6)], str(node.pod_cidr),
-                    [str(node.pod_cidr), node.pod_cidr6]))
-            else:
-                self.controlplane.put(model.node_object(node.name, [node.ip], str(node.pod_cidr)))
+            self.controlplane.put(self._node_object(node))
         if self.control_plane != "statedir":
             # As an API server has its default one; state.yaml carries only what proxiers read.
             spec = self.topology.spec
@@ -265,6 +271,26 @@ class ClusterEnv:
             self.proxiers[node.name] = proc
             proc.start()
         self.wait_synced(self.controlplane.generation, first=True)
+
+    def _node_object(self, node: Node) -> dict[str, Any]:
+        meta = self.node_meta.get(node.name)
+        if self.dual_stack:
+            return model.node_object(node.name, [node.ip, node.ip_of(6)], str(node.pod_cidr),
+                                     [str(node.pod_cidr), node.pod_cidr6], meta=meta)
+        return model.node_object(node.name, [node.ip], str(node.pod_cidr), meta=meta)
+
+    def set_node_meta(self, node: Node | str, meta: NodeMeta, *, sync: bool = True) -> None:
+        """Publish ``node``'s Node object with ``meta`` (labels, taints, deletion)."""
+        n = self.node(node) if isinstance(node, str) else node
+        self.node_meta[n.name] = meta
+        self.controlplane.put(self._node_object(n))
+        if sync:
+            self.sync()
+
+    def node_zone(self, node_name: str | None) -> str | None:
+        """The node's ``topology.kubernetes.io/zone`` label (the controller's endpoint.zone)."""
+        meta = self.node_meta.get(node_name or "")
+        return meta.labels.get(ZONE_LABEL) if meta else None
 
     def stop(self) -> None:
         for proc in self.proxiers.values():
@@ -373,7 +399,7 @@ class ClusterEnv:
                 eps.append(e)
             else:  # a pod handle
                 node = e.node.name if hasattr(e.node, "name") else e.node
-                eps.append(EndpointSpec(ip=e.ip, node=node, pod=e.name))
+                eps.append(EndpointSpec(ip=e.ip, node=node, pod=e.name, zone=self.node_zone(node)))
         ports = model.slice_ports_for(svc.ports, {"http": 8080, "alt": 9090})
         # single-stack: the slice's addressType is the Service's family (IPv6 on an IPv6 cluster)
         family = model.family_of(eps[0].ip) if eps else svc.ip_families[0]
@@ -468,6 +494,7 @@ class ClusterScope:
         self.env = env
         self._pods: list[Pod] = []
         self._services: list[ServiceHandle] = []
+        self._node_meta_before: dict[str, NodeMeta | None] = {}
 
     # --- hosts and addresses (the env's) -------------------------------------------------
     @property
@@ -526,6 +553,13 @@ class ClusterScope:
                  ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS) -> list[Pod]:
         return [self.add_pod(node, ports) for _ in range(count)]
 
+    def set_node_meta(self, node: Node | str, meta: NodeMeta, *, sync: bool = True) -> None:
+        """Publish the node's Node object with ``meta`` (zone label, taints, deletion); the
+        node's earlier state is restored when the test ends."""
+        name = node if isinstance(node, str) else node.name
+        self._node_meta_before.setdefault(name, self.env.node_meta.get(name))
+        self.env.set_node_meta(node, meta, sync=sync)
+
     def remove_pod(self, pod: Pod) -> None:
         self.env.remove_pod(pod)
         self._pods = [p for p in self._pods if p.name != pod.name]
@@ -541,7 +575,9 @@ class ClusterScope:
         live = [s for s in self._services if (s.namespace, s.name) in self.env.services]
         for svc in live:
             self.env.remove_service(svc)
-        if live:
+        for name, meta in self._node_meta_before.items():
+            self.env.set_node_meta(name, meta or NodeMeta(), sync=False)
+        if live or self._node_meta_before:
             try:
                 self.env.sync()
             except Exception:  # noqa: BLE001 - teardown must go on; the test already reported

@@ -20,6 +20,8 @@ FEATURE_MARKERS = {
     "slices": "multiple EndpointSlices, selector-less Services, proxy labels, type changes",
     "ipv6": "IPv6 and dual-stack Services",
     "sctp": "SCTP Services",
+    "topology": "topology-aware routing: zone and node hints, trafficDistribution",
+    "proxier_health": "the proxier's own health server (/healthz, /livez)",
     "scenario": "declarative scenario files (scenarios/)",
     "smoke": "the harness itself: topology, echo, probes",
     "slow": "takes more than a few seconds",

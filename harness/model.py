@@ -22,8 +22,16 @@ from lightkube.models.core_v1 import (
     ServiceSpec,
     ServiceStatus,
     SessionAffinityConfig,
+    Taint,
 )
-from lightkube.models.discovery_v1 import Endpoint, EndpointConditions, EndpointPort
+from lightkube.models.discovery_v1 import (
+    Endpoint,
+    EndpointConditions,
+    EndpointHints,
+    EndpointPort,
+    ForNode,
+    ForZone,
+)
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
@@ -56,6 +64,11 @@ class EndpointSpec:
     serving: bool | None = None
     terminating: bool | None = None
     pod: str | None = None
+    #: endpoint.zone (the EndpointSlice controller copies its node's zone label)
+    zone: str | None = None
+    #: hints.forZones / hints.forNodes; None writes no hints (see harness.trafficdist)
+    for_zones: tuple[str, ...] | None = None
+    for_nodes: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -95,6 +108,12 @@ class ServiceSpecIn:
     #: type LoadBalancer: False publishes ``allocateLoadBalancerNodePorts: false`` (no
     #: nodePorts); None leaves the field unset
     allocate_load_balancer_node_ports: bool | None = None
+    #: spec.trafficDistribution (PreferClose, PreferSameZone, PreferSameNode); the harness,
+    #: as the EndpointSlice controller, writes the hints it implies (harness.trafficdist)
+    traffic_distribution: str | None = None
+    #: status.loadBalancer.ingress[].ipMode: "VIP" (also the default here), "Proxy", or ""
+    #: to leave the field unset
+    lb_ip_mode: str = "VIP"
 
 
 def family_of(ip: str) -> str:
@@ -123,7 +142,8 @@ def service_object(spec: ServiceSpecIn) -> dict[str, Any]:
     if spec.load_balancer_ips:
         status = ServiceStatus(
             loadBalancer=LoadBalancerStatus(
-                ingress=[LoadBalancerIngress(ip=ip, ipMode="VIP") for ip in spec.load_balancer_ips]
+                ingress=[LoadBalancerIngress(ip=ip, ipMode=spec.lb_ip_mode or None)
+                         for ip in spec.load_balancer_ips]
             )
         )
     external_name = spec.type == "ExternalName"
@@ -153,6 +173,7 @@ def service_object(spec: ServiceSpecIn) -> dict[str, Any]:
             externalIPs=spec.external_ips or None,
             loadBalancerSourceRanges=spec.source_ranges or None,
             healthCheckNodePort=spec.health_check_node_port,
+            trafficDistribution=spec.traffic_distribution,
         ),
         status=status,
     )
@@ -165,6 +186,8 @@ def endpoint_slice_object(service: str, namespace: str, spec: SliceSpec) -> dict
             addresses=[e.ip],
             nodeName=e.node,
             conditions=EndpointConditions(ready=e.ready, serving=e.serving, terminating=e.terminating),
+            zone=e.zone,
+            hints=_hints(e),
         )
         for e in spec.endpoints
     ]
@@ -183,13 +206,38 @@ def endpoint_slice_object(service: str, namespace: str, spec: SliceSpec) -> dict
     return es.to_dict()
 
 
+def _hints(e: EndpointSpec) -> EndpointHints | None:
+    if e.for_zones is None and e.for_nodes is None:
+        return None
+    return EndpointHints(
+        forZones=[ForZone(name=z) for z in e.for_zones] if e.for_zones is not None else None,
+        forNodes=[ForNode(name=n) for n in e.for_nodes] if e.for_nodes is not None else None,
+    )
+
+
+@dataclass
+class NodeMeta:
+    """What a test may change on a Node: labels (``topology.kubernetes.io/zone``), taint keys
+    (effect NoSchedule, as the cluster autoscaler's ``ToBeDeletedByClusterAutoscaler``) and
+    a deletionTimestamp (the node is being deleted)."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[str, ...] = ()
+    deletion_timestamp: str | None = None
+
+
 def node_object(name: str, addresses: Sequence[str], pod_cidr: str | None = None,
-                pod_cidrs: Sequence[str] = ()) -> dict[str, Any]:
+                pod_cidrs: Sequence[str] = (), meta: NodeMeta | None = None) -> dict[str, Any]:
     """A Node; ``pod_cidrs`` (dual-stack) lists every pod CIDR, ``pod_cidr`` first."""
     cidrs = list(pod_cidrs) or ([pod_cidr] if pod_cidr else [])
+    meta = meta or NodeMeta()
     node = Node(
-        metadata=ObjectMeta(name=name),
-        spec=NodeSpec(podCIDR=pod_cidr, podCIDRs=cidrs or None),
+        metadata=ObjectMeta(name=name, labels=dict(meta.labels) or None,
+                            deletionTimestamp=meta.deletion_timestamp,
+                            # a Node being deleted is held by a finalizer, as the API requires
+                            finalizers=["svc-conformance/test"] if meta.deletion_timestamp else None),
+        spec=NodeSpec(podCIDR=pod_cidr, podCIDRs=cidrs or None,
+                      taints=[Taint(key=k, effect="NoSchedule") for k in meta.taints] or None),
         status=NodeStatus(addresses=[NodeAddress(type="InternalIP", address=a) for a in addresses]),
     )
     return node.to_dict()

@@ -69,6 +69,8 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
                    help="iptables flavour (default: auto-detect)")
     g.add_argument("--sync-period", type=_duration, default=30.0,
                    help="stale-chain cleanup period in large clusters (default 30s); full resyncs run hourly, as kube-proxy's")
+    g.add_argument("--healthz-bind-address", default="0.0.0.0:10256", metavar="HOST:PORT",
+                   help="where /healthz and /livez are served (default 0.0.0.0:10256; empty: off)")
     g.add_argument("--min-sync-period", type=_duration, default=1.0, help="minimum time between syncs (default 1s)")
     g.add_argument("--conntrack-tcp-be-liberal", type=_bool, default=False, metavar="true|false",
                    help="assume net.netfilter.nf_conntrack_tcp_be_liberal is set (no INVALID drop rule)")
@@ -171,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> ProxierConfig:
         nfacct=args.nfacct,
         service_cidrs=service_cidrs,
         proxy_mode=args.proxy_mode,
+        healthz_bind_address=args.healthz_bind_address,
     )
 
 

@@ -43,6 +43,8 @@ class ProxierConfig:
     # traffic to unallocated addresses inside them; empty: no such rule.
     service_cidrs: tuple[str, ...] = ()
     proxy_mode: Literal["iptables", "nftables"] = "iptables"
+    # kube-proxy's --healthz-bind-address (/healthz, /livez); empty: no health server
+    healthz_bind_address: str = "0.0.0.0:10256"
 
     def __post_init__(self) -> None:
         if self.ip_family not in (4, 6):

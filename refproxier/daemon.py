@@ -114,8 +114,11 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         refresh_config: Callable[[ProxierConfig], ProxierConfig] | None = None,
         source: Any = None,
+        health: Any = None,
     ) -> None:
         self.config = config
+        # refproxier.proxyhealth.ProxyHealth (the /healthz and /livez answers), or None
+        self.health = health
         # With --kubeconfig: a refproxier.apiwatch.ApiSource replaces state.yaml as input.
         self.source = source
         self._source_token = 0
@@ -180,6 +183,11 @@ class Daemon:
         self.loaded = loaded
         self.sync_pending = True
         self.new_input = True
+        if self.health is not None:
+            self.health.queued_update(self.config.ip_family)
+            node = loaded.cluster.nodes.get(self.config.hostname)
+            if node is not None:  # kube-proxy's SyncNode runs on Node events only
+                self.health.sync_node(node)
 
     def check_canaries(self) -> None:
         """kube-proxy's Monitor: if the canary chain in mangle is gone, the tables were
@@ -303,6 +311,8 @@ class Daemon:
         self.retry_at = None
         self.backoff = RETRY_BACKOFF_MIN
         self.syncs += 1
+        if self.health is not None:
+            self.health.updated(self.config.ip_family)
         if full:
             self.last_full_sync = now
         if loaded.generation is not None:

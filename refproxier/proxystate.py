@@ -59,6 +59,7 @@ class EndpointInfo:
     is_local: bool = False
     node_name: str | None = None
     zone_hints: frozenset[str] = frozenset()
+    node_hints: frozenset[str] = frozenset()
 
     @property
     def address(self) -> str:
@@ -393,6 +394,7 @@ def _slice_endpoints(
             serving = cond is None or cond.serving is None or bool(cond.serving)
             terminating = cond is not None and bool(cond.terminating)
             zones = frozenset(z.name for z in (ep.hints.forZones or [])) if ep.hints else frozenset()
+            for_nodes = frozenset(n.name for n in (ep.hints.forNodes or [])) if ep.hints else frozenset()
             lst.append(
                 EndpointInfo(
                     ip=ipstr,
@@ -403,6 +405,7 @@ def _slice_endpoints(
                     is_local=ep.nodeName == b.config.hostname,
                     node_name=ep.nodeName,
                     zone_hints=zones,
+                    node_hints=for_nodes,
                 )
             )
     return out
@@ -412,35 +415,46 @@ def _service_name(sl: EndpointSlice) -> str:
     return _labels(sl).get(SERVICE_NAME_LABEL, "")
 
 
-def _topology_zone_mode(endpoints: Iterable[EndpointInfo], zone: str) -> bool:
-    """True when every ready endpoint has zone hints and one is hinted for ``zone``."""
-    any_for_zone = False
-    for ep in endpoints:
-        if not ep.ready:
-            continue
-        if not ep.zone_hints:
-            return False
-        if zone in ep.zone_hints:
-            any_for_zone = True
-    return any_for_zone
+def topology_mode(endpoints: Iterable[EndpointInfo], node: str, zone: str) -> str:
+    """kube-proxy's ``topologyModeFromHints``: "PreferSameNode" when every ready endpoint has
+    node hints and one is hinted for ``node``; else "PreferSameZone" when every ready
+    endpoint has zone hints and one is hinted for ``zone``; else "" (all endpoints). Node
+    hints are read as by kube-proxy v1.35+ (PreferSameTrafficDistribution GA)."""
+    ready = [ep for ep in endpoints if ep.ready]
+    if not ready:
+        return ""
+    if all(ep.node_hints for ep in ready) and any(node in ep.node_hints for ep in ready):
+        return "PreferSameNode"
+    if all(ep.zone_hints for ep in ready) and any(zone in ep.zone_hints for ep in ready):
+        return "PreferSameZone"
+    return ""
+
+
+def available_for_topology(ep: EndpointInfo, mode: str, node: str, zone: str) -> bool:
+    """kube-proxy's ``availableForTopology``: whether ``ep`` serves this node in ``mode``."""
+    if mode == "PreferSameNode":
+        return node in ep.node_hints
+    if mode == "PreferSameZone":
+        return zone in ep.zone_hints
+    return True
 
 
 def categorize_endpoints(
-    sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...], zone: str = ""
+    sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...], zone: str = "", node: str = ""
 ) -> tuple[tuple[EndpointInfo, ...], tuple[EndpointInfo, ...], tuple[EndpointInfo, ...], bool]:
     """kube-proxy's ``CategorizeEndpoints``: (cluster, local, all reachable, has any).
 
     "Usable" means ready, falling back to serving-and-terminating when nothing is ready
-    (independently for cluster and local endpoints). Same-zone hints are honoured as
-    kube-proxy does; same-node hints (a feature gate) are not.
+    (independently for cluster and local endpoints). Topology hints (same node, then same
+    zone) narrow the cluster endpoints only; Local traffic policies ignore them.
     """
     cluster: tuple[EndpointInfo, ...] = ()
     local: tuple[EndpointInfo, ...] = ()
     has_any = False
-    use_zone = False
+    mode = ""
     if sp.uses_cluster_endpoints:
-        use_zone = bool(zone) and _topology_zone_mode(endpoints, zone)
-        cluster = tuple(e for e in endpoints if e.ready and (not use_zone or zone in e.zone_hints))
+        mode = topology_mode(endpoints, node, zone)
+        cluster = tuple(e for e in endpoints if e.ready and available_for_topology(e, mode, node, zone))
         if not cluster:
             cluster = tuple(e for e in endpoints if e.serving and e.terminating)
         has_any = bool(cluster)
@@ -463,7 +477,7 @@ def categorize_endpoints(
         local = tuple(e for e in endpoints if e.is_local and e.serving and e.terminating)
     if not sp.uses_cluster_endpoints:
         return cluster, local, local, has_any
-    if not use_zone and not use_st:
+    if not mode and not use_st:
         return cluster, local, cluster, has_any
     merged = {e.address: e for e in (*cluster, *local)}
     return cluster, local, tuple(sorted(merged.values(), key=lambda e: e.address)), has_any
@@ -521,7 +535,7 @@ def _build_proxy_state(cluster: ClusterState, config: ProxierConfig) -> ProxySta
             bucket = collected.get((ns, sname, sp.port_name, sp.protocol), {})
             # kube-proxy sorts by the string "ip:port" (so 10.1.1.11:11 < 10.1.1.1:11).
             eps = tuple(sorted(bucket.values(), key=lambda e: e.address))
-            c, loc, allr, has = categorize_endpoints(sp, eps, zone)
+            c, loc, allr, has = categorize_endpoints(sp, eps, zone, config.hostname)
             result.append(
                 replace(sp, endpoints=eps, cluster_endpoints=c, local_endpoints=loc,
                          all_reachable_endpoints=allr, has_endpoints=has)

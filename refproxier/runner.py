@@ -32,6 +32,7 @@ from refproxier.nethost import (
     set_sysctls,
     setup_logging,
 )
+from refproxier.proxyhealth import ProxyHealth, ProxyHealthServer
 from servicemodel import statedir
 
 log = logging.getLogger("refproxier.daemon")
@@ -123,15 +124,40 @@ def run(config: ProxierConfig, state_dir: str, kubeconfig: str | None = None) ->
     source, ok = _start_source(kubeconfig, config.hostname)
     if not ok:
         return 2
-    daemon, flavour = _make_daemon(config, state_dir, source=source)
+    health, server = _health_server(config)
+    daemon, flavour = _make_daemon(config, state_dir, source=source, health=health)
     config = daemon.config
 
-    with _stopped_by_signal([daemon], source):
+    with _stopped_by_signal([daemon], source), _closing(server):
         log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
                  config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
                  config.min_sync_period)
         daemon.run_forever()
     return 0
+
+
+def _health_server(config: ProxierConfig) -> tuple[ProxyHealth | None, ProxyHealthServer | None]:
+    """kube-proxy's /healthz and /livez (timeout 2 x sync period, as its server.go), started;
+    (None, None) when --healthz-bind-address is empty or the port cannot be bound (logged)."""
+    if not config.healthz_bind_address:
+        return None, None
+    health = ProxyHealth(health_timeout=2 * config.sync_period)
+    server = ProxyHealthServer(health, config.healthz_bind_address)
+    try:
+        server.start()
+    except (OSError, ValueError) as e:
+        log.error("health server on %s not started: %s", config.healthz_bind_address, e)
+        return None, None
+    return health, server
+
+
+@contextmanager
+def _closing(server: ProxyHealthServer | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
 
 
 class _NoHealthChecks(HealthCheckServers):
@@ -191,18 +217,19 @@ def run_dual_stack(configs: list[ProxierConfig], state_dir: str, kubeconfig: str
     if not ok:
         return 2
     daemons: list[Daemon] = []
+    health, server = _health_server(configs[0])  # one server, fed by both families' loops
     for k, config in enumerate(configs):
         hc = HealthCheckServers(6) if k == 0 else _NoHealthChecks(config.ip_family)
         daemon, flavour = _make_daemon(config, state_dir, hc=hc,
                                        write_applied=ack.for_family(config.ip_family),
-                                       source=source)
+                                       source=source, health=health)
         daemon.backend = _SerializedLoads(daemon.backend, load_lock)  # type: ignore[assignment]
         daemons.append(daemon)
         log.info("started: node %s, iptables %s (IPv%d), state dir %s, sync period %ss, min %ss",
                  config.hostname, flavour, config.ip_family, state_dir, config.sync_period,
                  config.min_sync_period)
 
-    with _stopped_by_signal(daemons, source):
+    with _stopped_by_signal(daemons, source), _closing(server):
         threads = [threading.Thread(target=d.run_forever, name=f"sync-ipv{d.config.ip_family}",
                                     daemon=True) for d in daemons]
         try:

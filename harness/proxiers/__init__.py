@@ -50,6 +50,10 @@ CAPABILITIES: dict[str, str] = {
     "udp-conntrack-cleanup": "clears stale UDP conntrack entries when endpoints change",
     "invalid-drop": "drops forwarded packets in conntrack state INVALID (kube-proxy's KUBE-FORWARD rule)",
     "resync-on-flush": "re-creates its rules after someone flushes them (kube-proxy's canary chains)",
+    "topology-hints": "uses only the endpoints hinted for its node's zone (hints.forZones)",
+    "node-hints": "uses only the endpoints hinted for its node (hints.forNodes, PreferSameNode)",
+    "lb-ip-mode": "leaves LoadBalancer ingress IPs with ipMode Proxy to the load balancer",
+    "proxier-healthz": "serves kube-proxy's /healthz and /livez on port 10256 of the node",
 }
 
 KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
@@ -66,8 +70,21 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "sctp",
         "ipv6",
         "dual-stack",
+        "topology-hints",
+        "node-hints",
+        "lb-ip-mode",
+        "proxier-healthz",
     }
 )
+
+# The first kube-proxy release with each feature on by default (its feature gate's beta or
+# GA): an older release runs without it and skips the checks. Only v1.37.2 was run here.
+KUBE_PROXY_SINCE: dict[str, tuple[int, int]] = {
+    "topology-hints": (1, 24),   # TopologyAwareHints beta, on by default
+    "node-hints": (1, 34),       # PreferSameTrafficDistribution beta (KEP-3015); GA in v1.35
+    "lb-ip-mode": (1, 30),       # LoadBalancerIPMode beta (KEP-1860)
+    "proxier-healthz": (1, 31),  # KubeProxyDrainingTerminatingNodes GA (KEP-3836): /livez, node drain
+}
 
 
 class ProxierConfigError(ValueError):
@@ -244,6 +261,7 @@ def _kube_proxy(mode: str, version: str | None) -> ProxierSpec:
         # the next change or hourly full sync (seen with v1.37.2; iptables mode has the
         # canary Monitor, kubernetes#129128 describes its limits).
         caps.discard("resync-on-flush")
+    caps -= {c for c, since in KUBE_PROXY_SINCE.items() if (1, v.minor) < since}
     name = "kube-proxy" if mode == "iptables" else "kube-proxy-nft"
     gaps = KNOWN_GAPS_DIR / f"{name}-{v}.yaml"
     command = KUBE_PROXY_COMMAND.format(shims=shims, binary=binary, mode=mode)
