@@ -553,6 +553,13 @@ class ClusterScope:
                  ports: Sequence[tuple[int, str]] = DEFAULT_POD_PORTS) -> list[Pod]:
         return [self.add_pod(node, ports) for _ in range(count)]
 
+    @property
+    def can_mark_node_deleting(self) -> bool:
+        """Whether the control plane can give a Node a deletionTimestamp and take it back.
+        kube-apiserver sets one only through a DELETE, which nothing undoes (and a finalizer
+        released to end it deletes the Node, which makes kube-proxy exit)."""
+        return self.env.control_plane != "kube-apiserver"
+
     def set_node_meta(self, node: Node | str, meta: NodeMeta, *, sync: bool = True) -> None:
         """Publish the node's Node object with ``meta`` (zone label, taints, deletion); the
         node's earlier state is restored when the test ends."""
