@@ -72,15 +72,15 @@ def startup(plane: str, runs: int) -> dict:
 def ack_latency(plane: str, changes: int) -> dict:
     from harness.cluster import ClusterEnv
     from harness.model import EndpointSpec
+    from harness.options import ClusterOptions
     from harness.proxiers import reference
-    from harness.timing import default_timing
     from harness.topology.netns import Topology
     from harness.topology.spec import NodeSpec, TopologySpec
 
     spec = TopologySpec(nodes=[NodeSpec("node1"), NodeSpec("node2")], clients=[])
     samples, publish = [], []
     with Topology(spec, echo=False) as topo, tempfile.TemporaryDirectory(prefix="cp-bench-") as tmp:
-        env = ClusterEnv(topo, reference(), Path(tmp), default_timing(), control_plane=plane)
+        env = ClusterEnv(topo, reference(), Path(tmp), ClusterOptions(control_plane=plane))
         try:
             t0 = time.monotonic()
             env.start()
