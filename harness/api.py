@@ -22,7 +22,7 @@ traces in ``harness.trace``; report timelines in ``harness.report.timelines``.
 """
 
 from harness import eras
-from harness.cluster import ClusterScope, ServiceHandle
+from harness.cluster import ClusterScope, HostNetworkPod, ServiceHandle
 from harness.evidence import attach
 from harness.expect import (
     VerdictFailure,
@@ -79,7 +79,7 @@ from harness.verdicts import (
 
 __all__ = [
     "IPV6_PLAN", "AffinityTimeline", "Client", "ClientSpec", "ClusterScope", "EndpointSpec",
-    "Host", "MarkObserver", "Node", "NodeMeta", "NodeSpec", "Observation", "Outcome", "Pod", "PortSpec",
+    "Host", "HostNetworkPod", "MarkObserver", "Node", "NodeMeta", "NodeSpec", "Observation", "Outcome", "Pod", "PortSpec",
     "ServiceHandle", "ServiceSpecIn", "SliceSpec", "Timing", "TopologySpec", "Verdict",
     "VerdictFailure", "affinity_clients_needed", "affinity_connections_needed",
     "affinity_verdict", "attach", "attach_trace", "churn_timeline", "conntrack_entries",

@@ -486,6 +486,37 @@ class ClusterEnv:
         self.services.pop((svc.namespace, svc.name), None)
 
 
+@dataclass(eq=False)
+class HostNetworkPod:
+    """An echo server in ``node``'s own namespace, as a ``hostNetwork: true`` pod: its
+    address is the node's. Publish it as an endpoint like a pod (``create_service``)."""
+
+    name: str
+    node: Node
+    ports: list[tuple[int, str]]
+
+    @property
+    def netns(self) -> str:
+        return self.node.netns
+
+    @property
+    def ip(self) -> str:
+        return self.node.ip
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self.node.addresses)
+
+    @property
+    def bind_addresses(self) -> list[str]:
+        """What the echo server listens on: the node's lan address(es), the endpoint's,
+        so that UDP answers leave from the address the client's flow was translated to."""
+        return [a for a in self.node.addresses if a not in (self.node.pod_gateway, self.node.pod_gateway6)]
+
+    def ip_of(self, family: int | str) -> str:
+        return self.node.ip_of(family)
+
+
 class ClusterScope:
     """What one test sees: the cluster's hosts and addresses, and the pods and Services the
     test creates (removed when it ends). Anything else is on ``env`` (``ClusterEnv``)."""
@@ -495,6 +526,8 @@ class ClusterScope:
         self._pods: list[Pod] = []
         self._services: list[ServiceHandle] = []
         self._node_meta_before: dict[str, NodeMeta | None] = {}
+        self._service_cidrs: list[str] = []
+        self._host_pods: list[HostNetworkPod] = []
 
     # --- hosts and addresses (the env's) -------------------------------------------------
     @property
@@ -567,9 +600,47 @@ class ClusterScope:
         self._node_meta_before.setdefault(name, self.env.node_meta.get(name))
         self.env.set_node_meta(node, meta, sync=sync)
 
+    def add_host_network_pod(self, node: Node, ports: Sequence[tuple[int, str]] = ((8080, "tcp"), (8080, "udp"))
+                             ) -> HostNetworkPod:
+        """A hostNetwork pod on ``node``: the echo server listening on ``ports`` in the node's
+        own namespace (all its addresses), stopped when the test ends."""
+        echo = self.env.topology.echo
+        if echo is None:
+            raise RuntimeError("add_host_network_pod: this topology runs no echo server")
+        pod = HostNetworkPod(f"hostnet{self.env.alloc.next_index('pod-name')}-{node.name}", node,
+                             [(int(p), str(proto).lower()) for p, proto in ports])
+        echo.add_pod(pod)
+        self._host_pods.append(pod)
+        return pod
+
     def remove_pod(self, pod: Pod) -> None:
         self.env.remove_pod(pod)
         self._pods = [p for p in self._pods if p.name != pod.name]
+
+    @property
+    def service_cidr(self) -> str:
+        """The cluster's (primary family's) service CIDR, its default ServiceCIDR."""
+        return str(self.env.topology.spec.service_cidr)
+
+    def add_service_cidr(self, name: str, cidrs: Sequence[str]) -> None:
+        """Publish a ``networking.k8s.io/v1`` ServiceCIDR (removed when the test ends) and
+        wait until every proxier has applied it; Services may then take ClusterIPs from it
+        (``create_service(..., cluster_ip=...)``)."""
+        self.env.controlplane.put(model.service_cidr_object(name, cidrs))
+        self._service_cidrs.append(name)
+        self.env.sync()
+
+    def plant_other_mode_rules(self, node: Node, objects: Iterable[dict[str, Any]]) -> str:
+        """Write on ``node`` the rules kube-proxy's other mode (nftables for an iptables
+        proxier, and the reverse) would have for ``objects`` (e.g. ``svc.objects()`` of a
+        Service since deleted): what a node switched between modes still holds. Returns
+        that mode's name (``harness.leftovers``)."""
+        from harness import leftovers
+
+        spec = self.env.topology.spec
+        cidr = str(spec.cluster_cidr) + (f",{spec.cluster_cidr_v6}" if self.env.dual_stack else "")
+        return leftovers.plant_other_mode_rules(node, leftovers.mode_in_use(node), objects,
+                                                cluster_cidr=cidr, iptables_flavour=self.env.iptables)
 
     def create_service(self, endpoints: Iterable[Any] = (), **kw: Any) -> ServiceHandle:
         """Publish a Service and wait until every proxier has it (``ClusterEnv.create_service``)."""
@@ -584,7 +655,9 @@ class ClusterScope:
             self.env.remove_service(svc)
         for name, meta in self._node_meta_before.items():
             self.env.set_node_meta(name, meta or NodeMeta(), sync=False)
-        if live or self._node_meta_before:
+        for name in self._service_cidrs:
+            self.env.controlplane.remove("ServiceCIDR", "", name)
+        if live or self._node_meta_before or self._service_cidrs:
             try:
                 self.env.sync()
             except Exception:  # noqa: BLE001 - teardown must go on; the test already reported
@@ -592,6 +665,12 @@ class ClusterScope:
         for pod in self._pods:
             try:
                 self.env.remove_pod(pod)
+            except Exception:  # noqa: BLE001
+                pass
+        for hpod in self._host_pods:
+            try:
+                if self.env.topology.echo is not None:
+                    self.env.topology.echo.remove_pod(hpod.name)
             except Exception:  # noqa: BLE001
                 pass
 

@@ -3,6 +3,8 @@
 
 FEATURE_MARKERS = {
     "dnat": "ClusterIP DNAT to the Service's ready endpoints",
+    "clusterip_space": "unexposed ports, unallocated addresses and ServiceCIDRs",
+    "node_endpoints": "endpoints that are node addresses (hostNetwork backends)",
     "distribution": "load-balancing distribution over endpoints",
     "affinity": "sessionAffinity ClientIP",
     "nodeport": "NodePort reachability",

@@ -1,4 +1,4 @@
-"""Reading Services, EndpointSlices and Nodes from a Kubernetes API (``run --kubeconfig``).
+"""Reading Services, EndpointSlices, Nodes and ServiceCIDRs from a Kubernetes API (``run --kubeconfig``).
 
 As kube-proxy's informers: each kind is listed, then watched from the list's
 resourceVersion; a watch that ends is resumed from the last resourceVersion seen, and one
@@ -7,13 +7,13 @@ new list. Services and EndpointSlices are selected with kube-proxy's label selec
 (Services ``!service.kubernetes.io/service-proxy-name`` and ``spec.clusterIP!=None``, EndpointSlices ``!service.kubernetes.io/headless``), the Node
 with ``metadata.name=<hostname>``.
 
-The client is lightkube's ``AsyncClient``: the three watches run as tasks of one asyncio
+The client is lightkube's ``AsyncClient``: the four watches run as tasks of one asyncio
 loop in one thread, so lightkube's models are only ever decoded on that thread (their
 lazy type resolution is not thread-safe; see ``runner._SerializedLoads``).
 
 Generation: watches ask for bookmarks, so each kind knows the resourceVersion up to which
 it has seen every change (its list, an event, a BOOKMARK). The generation handed to the
-daemon, and acknowledged in ``applied/<node>``, is the lowest of the three: every change
+daemon, and acknowledged in ``applied/<node>``, is the lowest of the four: every change
 up to it is in the state.
 """
 
@@ -35,6 +35,8 @@ log = logging.getLogger("refproxier.apiwatch")
 
 WATCH_TIMEOUT = (240, 360)  # seconds, randomised like client-go's reflector (5-10 min)
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
+#: the kinds watched; a state is handed on once each has been listed
+WATCHED = ("Service", "EndpointSlice", "Node", "ServiceCIDR")
 
 
 class WatchFailed(Exception):
@@ -42,7 +44,7 @@ class WatchFailed(Exception):
 
 
 class ApiSource:
-    """Keeps the three kinds' objects in step with the API; ``poll`` hands the daemon a new
+    """Keeps the four kinds' objects in step with the API; ``poll`` hands the daemon a new
     ``LoadedState`` when something changed. Thread-safe."""
 
     def __init__(self, kubeconfig: str, hostname: str) -> None:
@@ -64,7 +66,7 @@ class ApiSource:
         """``(token, LoadedState)`` if the state changed since ``token`` and every kind has
         been listed; else None."""
         with self._lock:
-            if self._version == token or len(self._rv) < 3:
+            if self._version == token or len(self._rv) < len(WATCHED):
                 return None
             if self._built is None or self._built[0] != self._version:
                 generation = min(self._rv.values())
@@ -107,6 +109,7 @@ class ApiSource:
         from lightkube import AsyncClient, operators
         from lightkube.resources.core_v1 import Node, Service
         from lightkube.resources.discovery_v1 import EndpointSlice
+        from lightkube.resources.networking_v1 import ServiceCIDR
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -122,6 +125,8 @@ class ApiSource:
             asyncio.create_task(self._informer(client, EndpointSlice, "*", slice_labels, None)),
             asyncio.create_task(self._informer(client, Node, None, None,
                                                {"metadata.name": self.hostname})),
+            # kube-proxy's ServiceCIDR informer (nftables mode drops unallocated ClusterIPs)
+            asyncio.create_task(self._informer(client, ServiceCIDR, None, None, None)),
         ]
         await self._stop.wait()
         for t in tasks:

@@ -60,6 +60,8 @@ rule bodies (the text after ``add rule <family> kube-proxy <chain>``).
     Verdicts stored in ``no-endpoint-services``/``no-endpoint-nodeports``.
 ``masquerade_rules(ctx) -> dict[str, list[str]]``
     ``mark-for-masquerade`` and ``masquerading``.
+``effective_config(config, proxy_state) -> ProxierConfig``
+    The config with the ServiceCIDR objects' CIDRs added to ``--service-cidr``'s.
 ``cluster_ips_check_rules(ctx) -> list[str]``
     Reject unknown ports of ClusterIPs, drop unallocated addresses in the service CIDRs.
 ``nodeport_dispatch_rule(ctx) -> str``, ``nodeport_endpoints_check_rule(ctx) -> str``
@@ -74,7 +76,7 @@ import base64
 import hashlib
 import ipaddress
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 
 from refproxier.config import ProxierConfig
@@ -355,6 +357,13 @@ def masquerade_rules(ctx: RenderContext) -> dict[str, list[str]]:
     }
 
 
+def effective_config(config: ProxierConfig, proxy_state: ProxyState) -> ProxierConfig:
+    """``config`` with the ServiceCIDR objects' CIDRs added to ``--service-cidr``'s (kube-proxy
+    learns them only from the objects; the flag serves a state without any)."""
+    extra = [c for c in proxy_state.service_cidrs if c not in config.service_cidrs]
+    return replace(config, service_cidrs=(*config.service_cidrs, *extra)) if extra else config
+
+
 def cluster_ips_check_rules(ctx: RenderContext) -> list[str]:
     out = [f'{ctx.ipx} daddr @{CLUSTER_IPS} reject comment "Reject traffic to invalid ports of ClusterIPs"']
     cidrs = ctx.config.family_service_cidrs
@@ -541,7 +550,7 @@ _FAULT_POINTS = (
     "hairpin_masquerade_rule", "dnat_rule", "cluster_ip_masquerade_rule", "external_chain_rules",
     "firewall_chain_rules", "no_endpoints_verdict", "no_local_endpoints_verdict", "masquerade_rules",
     "cluster_ips_check_rules", "nodeport_dispatch_rule", "nodeport_endpoints_check_rule",
-    "nodeport_ips", "service_port_objects",
+    "nodeport_ips", "service_port_objects", "effective_config",
 )
 # The last models built: a partial sync needs the previous state's model, which is the
 # model of the previous sync's current state (same object), so keep it instead of
@@ -551,6 +560,7 @@ _MODEL_CACHE: list[tuple[ProxyState, ProxierConfig, tuple[object, ...], Model]] 
 
 def build_model(proxy_state: ProxyState, config: ProxierConfig, memo: PortMemo | None = None) -> Model:
     m = _mod()
+    config = m.effective_config(config, proxy_state)
     points = tuple(getattr(m, n) for n in _FAULT_POINTS)
     for st, cfg, pts, model in _MODEL_CACHE:
         if st is proxy_state and cfg == config and pts == points:

@@ -164,6 +164,8 @@ class ProxyState:
     service_ports: tuple[ServicePortInfo, ...] = ()  # sorted by (port name string, protocol)
     problems: tuple[Problem, ...] = ()
     generation: int | None = None
+    #: CIDRs of this family from the ServiceCIDR objects (kube-proxy OnServiceCIDRsChanged)
+    service_cidrs: tuple[str, ...] = ()
 
     @property
     def total_endpoints(self) -> int:
@@ -198,6 +200,8 @@ def changed_services(old: ProxyState | None, new: ProxyState) -> set[str] | None
     """Service keys whose ports or endpoints differ between two states (None: all)."""
     if old is None:
         return None
+    # A change of the ServiceCIDRs alone forces no full sync: as kube-proxy's nftables mode
+    # (OnServiceCIDRsChanged only records them), their drop rule follows at the next one.
 
     def group(state: ProxyState) -> dict[str, list[ServicePortInfo]]:
         out: dict[str, list[ServicePortInfo]] = {}
@@ -547,4 +551,20 @@ def _build_proxy_state(cluster: ClusterState, config: ProxierConfig) -> ProxySta
         service_ports=tuple(result),
         problems=tuple(b.problems),
         generation=cluster.generation,
+        service_cidrs=_family_service_cidrs(cluster, config.ip_family),
     )
+
+
+def _family_service_cidrs(cluster: ClusterState, family: int) -> tuple[str, ...]:
+    """Every ServiceCIDR object's CIDRs of ``family``, as kube-proxy's ServiceCIDR handler
+    collects them (all objects, whatever their status); sorted, invalid ones skipped."""
+    out: set[str] = set()
+    for sc in cluster.service_cidrs.values():
+        for c in (sc.spec.cidrs if sc.spec else None) or []:
+            try:
+                net = ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                continue
+            if net.version == family:
+                out.add(str(net))
+    return tuple(sorted(out))

@@ -124,6 +124,7 @@ def run(config: ProxierConfig, state_dir: str, kubeconfig: str | None = None) ->
     source, ok = _start_source(kubeconfig, config.hostname)
     if not ok:
         return 2
+    platform_cleanup(config)
     health, server = _health_server(config)
     daemon, flavour = _make_daemon(config, state_dir, source=source, health=health)
     config = daemon.config
@@ -217,6 +218,8 @@ def run_dual_stack(configs: list[ProxierConfig], state_dir: str, kubeconfig: str
     if not ok:
         return 2
     daemons: list[Daemon] = []
+    for config in configs:
+        platform_cleanup(config)
     health, server = _health_server(configs[0])  # one server, fed by both families' loops
     for k, config in enumerate(configs):
         hc = HealthCheckServers(6) if k == 0 else _NoHealthChecks(config.ip_family)
@@ -247,27 +250,37 @@ def run_dual_stack(configs: list[ProxierConfig], state_dir: str, kubeconfig: str
     return 0
 
 
-def cleanup(config: ProxierConfig) -> int:
-    """Remove what kube-proxy installs (jump rules, KUBE-* chains in filter/nat/mangle) for
-    the configured flavour (``auto``: every flavour holding such rules). Returns 0, or 1 if
-    something could not be removed."""
-    setup_logging(config.hostname)
-    if in_root_netns():
-        print("refproxier: refusing to clean up the root network namespace", file=sys.stderr)
-        return 2
+def platform_cleanup(config: ProxierConfig) -> None:
+    """As kube-proxy's ``platformCleanup`` at start (cmd/kube-proxy/app/server_linux.go):
+    remove the rules of the mode not in use, so that a node switched between iptables and
+    nftables keeps no stale translations (nftables mode: kube-proxy's iptables chains, in
+    every flavour; iptables mode: its nftables table). A failure is logged, not fatal."""
     if config.proxy_mode == "nftables":
-        return nft_exec.cleanup(config)
-    flavours = [config.iptables_mode] if config.iptables_mode in ("legacy", "nft") else ["legacy", "nft"]
+        _cleanup_iptables(config, ["legacy", "nft"], quiet=True)
+        return
+    try:
+        nft = nft_exec.Nft(config.ip_family)
+        if nft.list_table():
+            res = nft.delete_table()
+            if res.ok:
+                log.info("removed the nftables-mode table left by an earlier run")
+            else:
+                log.warning("could not remove the nftables-mode table: %s", res.describe())
+    except OSError as e:  # no nft: no table of ours either
+        log.info("nftables-mode cleanup skipped: %s", e)
+
+
+def _cleanup_iptables(config: ProxierConfig, flavours: list[str], quiet: bool) -> int:
+    """Remove kube-proxy's iptables rules and chains in ``flavours``; 1 if one failed."""
     status = 0
     for flavour in flavours:
         ipt = Iptables(flavour, config.ip_family)
         try:
             saves = {t: ipt.save(t) for t in netfilter_exec.TABLES}
         except OSError as e:
-            # auto: a flavour whose tools are not installed holds no rules of ours.
-            log.log(logging.INFO if config.iptables_mode == "auto" else logging.ERROR,
-                    "cleanup (%s): %s", flavour, e)
-            status = status if config.iptables_mode == "auto" else 1
+            # a flavour whose tools are not installed holds no rules of ours
+            log.log(logging.INFO if quiet else logging.ERROR, "cleanup (%s): %s", flavour, e)
+            status = status if quiet else 1
             continue
         text = netfilter_exec.cleanup_text(saves)
         if not text:
@@ -279,3 +292,17 @@ def cleanup(config: ProxierConfig) -> int:
             log.error("cleanup (%s) failed: %s", flavour, res.describe())
             status = 1
     return status
+
+
+def cleanup(config: ProxierConfig) -> int:
+    """Remove what kube-proxy installs (jump rules, KUBE-* chains in filter/nat/mangle) for
+    the configured flavour (``auto``: every flavour holding such rules). Returns 0, or 1 if
+    something could not be removed."""
+    setup_logging(config.hostname)
+    if in_root_netns():
+        print("refproxier: refusing to clean up the root network namespace", file=sys.stderr)
+        return 2
+    if config.proxy_mode == "nftables":
+        return nft_exec.cleanup(config)
+    flavours = [config.iptables_mode] if config.iptables_mode in ("legacy", "nft") else ["legacy", "nft"]
+    return _cleanup_iptables(config, flavours, quiet=config.iptables_mode == "auto")

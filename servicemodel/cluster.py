@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import yaml
 from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.resources.networking_v1 import ServiceCIDR
 
 from servicemodel import statedir
 from servicemodel.load import KubeObject, ModelError, load_text
@@ -28,6 +29,8 @@ class ClusterState:
     services: dict[tuple[str, str], Service] = field(default_factory=dict)
     endpoint_slices: dict[tuple[str, str], EndpointSlice] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    #: networking.k8s.io/v1 ServiceCIDRs by name
+    service_cidrs: dict[str, ServiceCIDR] = field(default_factory=dict)
     generation: int | None = None
 
     @classmethod
@@ -40,6 +43,8 @@ class ClusterState:
                 state.endpoint_slices[(obj.metadata.namespace, obj.metadata.name)] = obj
             elif isinstance(obj, Node):
                 state.nodes[obj.metadata.name] = obj
+            elif isinstance(obj, ServiceCIDR):
+                state.service_cidrs[obj.metadata.name] = obj
         return state
 
     @classmethod

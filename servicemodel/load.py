@@ -30,15 +30,21 @@ from lightkube.codecs import from_dict
 from lightkube.core.exceptions import LoadResourceError
 from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.resources.networking_v1 import ServiceCIDR
 
 #: (apiVersion, kind) of the objects a Service proxy consumes.
 PROXY_KINDS: dict[tuple[str, str], type] = {
     ("v1", "Service"): Service,
     ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
     ("v1", "Node"): Node,
+    # nftables-mode kube-proxy drops traffic to unallocated addresses of every ServiceCIDR
+    ("networking.k8s.io/v1", "ServiceCIDR"): ServiceCIDR,
 }
 
-KubeObject = Service | EndpointSlice | Node
+#: kinds that have no namespace
+CLUSTER_SCOPED = frozenset({"Node", "ServiceCIDR"})
+
+KubeObject = Service | EndpointSlice | Node | ServiceCIDR
 
 
 class ModelError(ValueError):
@@ -319,7 +325,7 @@ def _convert(doc: _Doc, source: str, skipped: list[str] | None) -> KubeObject | 
             field="metadata.name",
             hint="Give the object a name.",
         )
-    if kind != "Node" and not meta.get("namespace"):
+    if kind not in CLUSTER_SCOPED and not meta.get("namespace"):
         # kubectl always prints the namespace; without it the object would be ambiguous.
         raise ModelError(
             "metadata.namespace is missing",

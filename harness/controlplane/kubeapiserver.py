@@ -56,7 +56,8 @@ Generations and acknowledgements
     reached would then wait a minute for the kinds a change did not touch. So before
     waiting, ``wait_applied`` writes one *progress marker* into every stream a proxier
     watches, after every change: an annotation (``svc-conformance.io/progress``) on each
-    waited-for node's Node, and on an ExternalName Service and its (empty) EndpointSlice,
+    waited-for node's Node, on the ``kubernetes`` ServiceCIDR, and on an ExternalName
+    Service and its (empty) EndpointSlice,
     ``svcconf-system/svcconf-progress`` (kube-proxy and the reference proxier program
     nothing for it, and it passes kube-proxy's ``spec.clusterIP!=None`` selection). The resourceVersion waited for is the first marker's: every
     change is older, and every watch reaches it when it sees its marker.
@@ -104,6 +105,8 @@ STARTUP_TIMEOUT = 120.0
 RESOURCES: dict[str, tuple[str, str, bool]] = {
     "EndpointSlice": ("apis/discovery.k8s.io/v1", "endpointslices", True),
     "Service": ("api/v1", "services", True),
+    # before the Services allocated from it, after them when deleting
+    "ServiceCIDR": ("apis/networking.k8s.io/v1", "servicecidrs", False),
     "Node": ("api/v1", "nodes", False),
 }
 SERVED_KINDS = set(RESOURCES)
@@ -638,6 +641,13 @@ class KubeApiServerControlPlane(ObjectStore):
             code, resp = self._call("PATCH", object_path("Node", "", node), patch,
                                     "application/merge-patch+json", {"fieldManager": PROGRESS_MANAGER})
             self._check(("Node", "", node), "write the progress marker on", code, resp)
+            rvs.append(_rv(resp))
+        # The ServiceCIDR stream (watched by nftables-mode proxiers): the apiserver's own
+        # default one; a release without ServiceCIDRs answers 404 and has no such stream.
+        code, resp = self._call("PATCH", object_path("ServiceCIDR", "", "kubernetes"), patch,
+                                "application/merge-patch+json", {"fieldManager": PROGRESS_MANAGER})
+        if code != 404:
+            self._check(("ServiceCIDR", "", "kubernetes"), "write the progress marker on", code, resp)
             rvs.append(_rv(resp))
         return min(rvs)
 

@@ -54,6 +54,12 @@ CAPABILITIES: dict[str, str] = {
     "node-hints": "uses only the endpoints hinted for its node (hints.forNodes, PreferSameNode)",
     "lb-ip-mode": "leaves LoadBalancer ingress IPs with ipMode Proxy to the load balancer",
     "proxier-healthz": "serves kube-proxy's /healthz and /livez on port 10256 of the node",
+    "clusterip-check": "refuses ports a ClusterIP does not expose and drops unallocated addresses "
+                       "of the ServiceCIDRs (kube-proxy nftables cluster-ips-check)",
+    "nodeport-primary-only": "by default accepts NodePorts on the node's primary addresses only "
+                             "(kube-proxy nftables --nodeport-addresses=primary)",
+    "other-mode-cleanup": "removes at start the rules its other mode (iptables/nftables) left "
+                          "(kube-proxy's platformCleanup)",
 }
 
 KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
@@ -74,6 +80,7 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "node-hints",
         "lb-ip-mode",
         "proxier-healthz",
+        "other-mode-cleanup",
     }
 )
 
@@ -84,6 +91,11 @@ KUBE_PROXY_SINCE: dict[str, tuple[int, int]] = {
     "node-hints": (1, 34),       # PreferSameTrafficDistribution beta (KEP-3015); GA in v1.35
     "lb-ip-mode": (1, 30),       # LoadBalancerIPMode beta (KEP-1860)
     "proxier-healthz": (1, 31),  # KubeProxyDrainingTerminatingNodes GA (KEP-3836): /livez, node drain
+    # ServiceCIDR objects read by default once MultiCIDRServiceAllocator is GA; older
+    # releases are not claimed (unverified)
+    "clusterip-check": (1, 33),
+    # the other mode's rules removed at start (platformCleanup); older releases unverified
+    "other-mode-cleanup": (1, 33),
 }
 
 
@@ -177,7 +189,8 @@ def reference() -> ProxierSpec:
 
 # kube-proxy's nftables mode differs visibly (kube-proxy-notes.md, section 5): no localhost
 # NodePorts, no ct-state-INVALID drop in the forward path.
-KUBE_PROXY_NFTABLES_CAPABILITIES = KUBE_PROXY_IPTABLES_CAPABILITIES - {"localhost-nodeports", "invalid-drop"}
+KUBE_PROXY_NFTABLES_CAPABILITIES = (
+    KUBE_PROXY_IPTABLES_CAPABILITIES - {"localhost-nodeports", "invalid-drop"}) | {"clusterip-check", "nodeport-primary-only"}
 
 
 def reference_nft() -> ProxierSpec:

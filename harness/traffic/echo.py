@@ -105,10 +105,15 @@ class _Server:
 
     # -- control ----------------------------------------------------------------------
 
-    def add(self, name: str, netns: str, family: str, ports: Iterable[list[Any]]) -> None:
+    def add(self, name: str, netns: str, family: str, ports: Iterable[list[Any]],
+            bind: Iterable[str] = ()) -> None:
         # "4", "6", or "4,6" for a dual-stack pod (then the IPv6 sockets are IPv6-only, so
-        # IPv4 peers are seen as plain IPv4 addresses, not v4-mapped ones)
+        # IPv4 peers are seen as plain IPv4 addresses, not v4-mapped ones). ``bind``: the
+        # addresses to listen on (one per family) instead of the wildcard, for a namespace
+        # with several addresses (a node's): a wildcard UDP socket answers from the address
+        # of the route back, which conntrack cannot match to the translated flow.
         fams = [socket.AF_INET6 if f == "6" else socket.AF_INET for f in family.split(",")]
+        bound = {socket.AF_INET6 if ":" in a else socket.AF_INET: a for a in bind}
         socks: list[tuple[socket.socket, str]] = []
         nsfd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -123,7 +128,7 @@ class _Server:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if fam == socket.AF_INET6 and len(fams) > 1:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(port)))
+                s.bind((bound.get(fam, "::" if fam == socket.AF_INET6 else "0.0.0.0"), int(port)))
                 if stype == socket.SOCK_STREAM:
                     s.listen(1024)
                 s.setblocking(False)
@@ -151,7 +156,8 @@ class _Server:
         op = msg.get("op")
         try:
             if op == "add":
-                self.add(msg["name"], msg["netns"], msg.get("family", "4"), msg["ports"])
+                self.add(msg["name"], msg["netns"], msg.get("family", "4"), msg["ports"],
+                         msg.get("bind", ()))
             elif op == "remove":
                 self.remove(msg["name"])
             elif op == "stats":
@@ -385,7 +391,8 @@ class EchoServer:
         """Listen on all of ``pod.ports`` inside the pod's namespace; returns when ready."""
         self.command(op="add", name=pod.name, netns=pod.netns,
                      family=",".join(sorted({"6" if ":" in a else "4" for a in pod.addresses})),
-                     ports=[[p, proto] for p, proto in pod.ports])
+                     ports=[[p, proto] for p, proto in pod.ports],
+                     bind=list(getattr(pod, "bind_addresses", ())))
         self._pods.add(pod.name)
 
     def remove_pod(self, name: str) -> None:

@@ -288,7 +288,8 @@ CORE_FAULTS: list[Fault] = [
 # Faults for other feature areas live in sibling modules (tests/faulty/faults_*.py), each
 # defining ``FAULTS_LIST``; they are gathered here so the self-test sees one registry.
 EXTENSION_MODULES = ("faults_external", "faults_dataplane", "faults_nftables", "faults_scenarios", "faults_policies", "faults_dualstack",
-                     "faults_topology", "faults_lbhealth")
+                     "faults_topology", "faults_lbhealth", "faults_clusterip_space",
+                     "faults_node_endpoints", "faults_lifecycle")
 
 
 def _gather() -> dict[str, Fault]:

@@ -18,21 +18,30 @@ def svc(name: str, rv: int) -> object:
     return from_dict(d)
 
 
+def service_cidr(name: str, rv: int) -> object:
+    d = model.service_cidr_object(name, ["10.96.0.0/16"])
+    d["metadata"]["resourceVersion"] = str(rv)
+    return from_dict(d)
+
+
 def test_nothing_before_every_kind_is_listed_then_the_lowest_resource_version():
     src = ApiSource("/nonexistent", "node1")
     src.replace_kind("Service", {("ns1", "a"): svc("a", 5)}, 7)
     src.replace_kind("EndpointSlice", {}, 6)
     assert src.poll(0) is None  # the Node is not listed yet
     src.replace_kind("Node", {}, 8)
+    assert src.poll(0) is None  # nor the ServiceCIDRs
+    src.replace_kind("ServiceCIDR", {("", "kubernetes"): service_cidr("kubernetes", 9)}, 9)
     token, loaded = src.poll(0)
     assert loaded.generation == 6  # every change up to 6 is in; 7 and 8 maybe not
     assert list(loaded.cluster.services) == [("ns1", "a")]
+    assert list(loaded.cluster.service_cidrs) == ["kubernetes"]
     assert src.poll(token) is None  # nothing new
 
 
 def test_events_and_bookmarks_advance_the_generation():
     src = ApiSource("/nonexistent", "node1")
-    for kind in ("Service", "EndpointSlice", "Node"):
+    for kind in ("Service", "EndpointSlice", "Node", "ServiceCIDR"):
         src.replace_kind(kind, {}, 3)
     token, _ = src.poll(0)
     src.apply_event("Service", "ADDED", svc("b", 4), 4)
@@ -40,6 +49,7 @@ def test_events_and_bookmarks_advance_the_generation():
     assert loaded.generation == 3 and ("ns1", "b") in loaded.cluster.services
     src.apply_event("EndpointSlice", "BOOKMARK", None, 4)
     src.apply_event("Node", "BOOKMARK", None, 4)
+    src.apply_event("ServiceCIDR", "BOOKMARK", None, 4)
     token, loaded = src.poll(token)
     assert loaded.generation == 4
     src.apply_event("Service", "DELETED", svc("b", 5), 5)
