@@ -30,7 +30,8 @@ Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`
       pod_network: routed | bridge
       hairpin_mode: false
       client_gateway: node-a
-      nodes: [{name: node-c}]                    # extra nodes without endpoints
+      nodes: [{name: node-c}]                    # extra nodes without endpoints; also
+                                                 # pod_cidr, ip, extra_addresses
       clients: [{name: client, ip: 192.0.2.101, extra_addresses: 0}]
       pods: [{name: curl, node: node-a}]         # extra pods that are no endpoint
     proxier:
@@ -97,6 +98,11 @@ Constructs for what bug reports need (issue 16):
 * An EndpointSlice endpoint without ``nodeName`` runs on the node whose pod CIDR holds its
   address (``topology.nodes[].pod_cidr`` or a Node's ``spec.podCIDR``); the slice keeps no
   nodeName, so no proxier may count it local (kubernetes#48437).
+* ``topology.nodes[].extra_addresses: [ADDR, ...]``: further addresses on the node's lan
+  interface (a VIP, an externalIP or LB IP assigned to the node): in the lan, or in the
+  external-IP or LB range (host routes via the node on clients and other nodes). Flows
+  go ``to`` them, and ``from: NODE, source: ADDR`` sends from one (the LB IP as a
+  packet source); the Node object keeps its InternalIP only (kubernetes#111863).
 * A flow over SCTP on a kernel without SCTP sockets is skipped with the reason (the pods do
   not listen on SCTP ports then); a scenario whose every flow is skipped is skipped.
 """
@@ -1072,6 +1078,7 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
     clients = (ClientSpec("client", extra_addresses=0),)
     extra_nodes: list[dict[str, Any]] = []
     extra_pods: list[tuple[str, str, str | None, yaml.Node]] = []
+    extras: dict[str, tuple[tuple[str, ...], yaml.Node]] = {}  # node -> further addresses
     m: dict[str, yaml.Node] = {}
     if node is not None:
         m = r.mapping(node, "topology", TOPO_KEYS)
@@ -1086,7 +1093,11 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
             kw["client_gateway"] = r.string(m["client_gateway"], "topology.client_gateway")
         if "nodes" in m:
             for i, nn in enumerate(r.sequence(m["nodes"], "topology.nodes")):
-                nm = r.mapping(nn, f"topology.nodes[{i}]", {"name": True, "ip": False, "pod_cidr": False})
+                nm = r.mapping(nn, f"topology.nodes[{i}]", {"name": True, "ip": False, "pod_cidr": False,
+                                                            "extra_addresses": False})
+                if "extra_addresses" in nm:
+                    extras[r.string(nm["name"], "name")] = (_extra_addresses(
+                        r, nm["extra_addresses"], f"topology.nodes[{i}].extra_addresses"), nn)
                 d: dict[str, Any] = {"metadata": {"name": r.string(nm["name"], "name")}, "spec": {},
                                      "status": {}}
                 if "ip" in nm:
@@ -1128,6 +1139,8 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
         kw["cluster_cidr"] = proxier.cluster_cidr
     try:
         spec, pods = topology_from_objects(slices, nodes, clients=clients, **kw)
+        if extras:
+            spec = _with_extras(r, spec, extras)
         if extra_pods:
             from dataclasses import replace
 
@@ -1144,6 +1157,44 @@ def _topology(r: _Reader, node: yaml.Node | None, objects: list[Any], proxier: P
                     "and pod addresses in their node's pod CIDR (of "
                     f"{kw.get('cluster_cidr', '10.244.0.0/16')}); rewrite the dump's "
                     "addresses") from None
+    return spec
+
+
+def _extra_addresses(r: _Reader, node: yaml.Node, what: str) -> tuple[str, ...]:
+    """``topology.nodes[].extra_addresses``: a list of addresses (a node's second address,
+    an externalIP or LB IP assigned to the node)."""
+    if isinstance(node, yaml.ScalarNode):
+        raise r.err(node, f"{what} must be a list of addresses, not {r.scalar(node, what)!r}",
+                    "a node's further addresses are written out, e.g. [192.0.2.200] "
+                    "(clients take a count of extra addresses, nodes their addresses)")
+    out = r.strings(node, what)
+    for i, a in enumerate(out):
+        try:
+            ipaddress.ip_address(a)
+        except ValueError:
+            raise r.err(node.value[i], f"{what}[{i}] {a!r} is not an address") from None
+    if not out:
+        raise r.err(node, f"{what} is empty", "drop the key or give an address")
+    return tuple(out)
+
+
+def _with_extras(r: _Reader, spec: Any, extras: dict[str, tuple[tuple[str, ...], yaml.Node]]) -> Any:
+    """The topology with the nodes' further addresses; validated (a clash or an address
+    outside the test network's ranges is an error naming the line)."""
+    from dataclasses import replace
+
+    names = {n.name for n in spec.nodes}
+    for name, (_, nn) in extras.items():
+        if name not in names:
+            raise r.err(nn, f"topology node {name!r} with extra_addresses is not a node",
+                        f"nodes: {', '.join(sorted(names))}")
+    spec = replace(spec, nodes=[replace(n, extra_addresses=extras[n.name][0])
+                                if n.name in extras else n for n in spec.nodes])
+    try:
+        validate(spec)
+    except TopologyError as e:
+        bad = next((nn for name, (_, nn) in extras.items() if f"node {name!r}" in str(e)), None)
+        raise r.err(bad, f"extra_addresses: {e}") from None
     return spec
 
 
@@ -1187,6 +1238,8 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
     addresses: dict[str, str] = {}
     for n, rn in res.nodes.items():
         addresses[str(rn.lan_ip)] = n
+        for a in rn.extra:
+            addresses[str(a)] = n
     for c, (ip, extras) in res.clients.items():
         for a in (ip, *extras):
             addresses[str(a)] = c

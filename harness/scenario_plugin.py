@@ -618,7 +618,7 @@ class _Runner:
                          if isinstance(f.expect, list) else ())
         nodes = frozenset(a for n in self.env.nodes for a in (*n.addresses, n.pod_gateway) if a)
         own = frozenset(p.name for p in self.topo.pods.values() if p.ip == dst)
-        own |= {ln.name for ln in self.sc.listeners if self.topo.nodes[ln.node].ip == dst}
+        own |= {ln.name for ln in self.sc.listeners if dst in self.topo.nodes[ln.node].addresses}
         related: dict[str, set[str]] = {}
         if f.endpoint_of and f.endpoint_of[0] in self.by_name:
             for o in self.by_name[f.endpoint_of[0]].obs:

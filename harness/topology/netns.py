@@ -423,12 +423,15 @@ class Topology:
                 ns = self.alloc.netns_name("node", rn.index)
                 six = [rn.lan_ip6] if rn.lan_ip6 is not None else []
                 attach(ns, f"node{rn.index}", [rn.lan_ip, *six])
+                if rn.extra:
+                    self._node_extras(ns, rn.extra)
                 # the pod gateway is a local address of the node too (cni0 or every host
                 # veth): a node reaching a local pod, or masquerading to it, uses it
                 self.nodes[rn.name] = Node(
                     name=rn.name, netns=ns, ip=str(rn.lan_ip),
                     addresses=[str(rn.lan_ip), str(rn.gateway),
-                               *(str(a) for a in (rn.lan_ip6, rn.gateway6) if a is not None)],
+                               *(str(a) for a in (rn.lan_ip6, rn.gateway6) if a is not None),
+                               *map(str, rn.extra)],
                     timing=self.timing, cleanup=self._cleanup,
                     lan_ip=str(rn.lan_ip), pod_cidr=str(rn.pod_cidr),
                     pod_gateway=str(rn.gateway), index=rn.index,
@@ -453,6 +456,7 @@ class Topology:
                 ipr.route("add", dst=str(net), gateway=gw.lan_ip)
             for node in self.nodes.values():
                 ipr.route("add", dst=node.pod_cidr, gateway=node.lan_ip)
+            self._extra_routes(ipr, None)
             if r.service6 is not None:
                 ipr.route("add", dst=str(r.service6), gateway=gw.ip_of(6))
                 for node in self.nodes.values():
@@ -465,6 +469,28 @@ class Topology:
             self._cleanup.push("echo server", self.echo.close)
         for p in self.spec.pods:
             self.add_pod(p.name, p.node, ports=list(p.ports), ip=p.ip)
+
+    def _node_extras(self, ns: str, extra: list[IPAddress]) -> None:
+        """A node's further addresses on its eth0: lan ones on-link, the others as host
+        addresses (deprecated for IPv6, secondary for IPv4, so never a default source)."""
+        lan = self.resolved.lan
+        ipr = self._nl(ns)
+        eth = ipr.link_lookup(ifname="eth0")[0]
+        for a in extra:
+            plen = lan.prefixlen if a in lan else a.max_prefixlen
+            kw: dict[str, Any] = ({"flags": IFA_F_NODAD, "preferred_lft": 0,
+                                   "valid_lft": 0xFFFFFFFF} if a.version == 6 else {})
+            ipr.addr("add", index=eth, address=str(a), prefixlen=plen, **kw)
+
+    def _extra_routes(self, ipr: IPRoute, skip: str | None) -> None:
+        """Host routes to the nodes' further addresses outside the lan, via their node."""
+        r = self.resolved
+        for rn in r.nodes.values():
+            if rn.name == skip:
+                continue
+            for a in rn.extra:
+                if a not in r.lan:
+                    ipr.route("add", dst=f"{a}/{a.max_prefixlen}", gateway=str(rn.lan_ip))
 
     def _setup_node(self, node: Node) -> None:
         r = self.resolved
@@ -488,6 +514,7 @@ class Topology:
         for other in self.nodes.values():
             if other is not node:
                 ipr.route("add", dst=other.pod_cidr, gateway=other.lan_ip)
+        self._extra_routes(ipr, node.name)
         if r.router6 is not None:
             ipr.route("add", dst="::/0", gateway=str(r.router6))
             for other in self.nodes.values():

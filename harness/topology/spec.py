@@ -50,6 +50,10 @@ class NodeSpec:
     name: str
     lan_ip: str | None = None
     pod_cidr: str | None = None
+    #: further addresses on the node's lan interface (a keepalived VIP, an externalIP or
+    #: LB IP assigned to the node): in the lan, or /32 (/128) in the external-IP or LB
+    #: range, which clients and the other nodes then route via this node
+    extra_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,8 @@ class ResolvedNode:
     lan_ip6: IPAddress | None = None
     pod_cidr6: IPNetwork | None = None
     gateway6: IPAddress | None = None
+    #: ``NodeSpec.extra_addresses``, resolved
+    extra: list[IPAddress] = field(default_factory=list)
 
 
 @dataclass
@@ -309,6 +315,8 @@ def validate(spec: TopologySpec) -> Resolved:
             rn.lan_ip6 = r.v6_twin(ip, lan, r.lan6)
             rn.pod_cidr6 = subnets6[i]
             rn.gateway6 = rn.pod_cidr6.network_address + 1
+    for n in spec.nodes:  # after every primary, so a clash names both
+        r.nodes[n.name].extra = _node_extras(r, n, claim_lan, lan_used)
 
     for j, c in enumerate(spec.clients, start=1):
         obj = claim_name("client", c.name)
@@ -345,6 +353,31 @@ def validate(spec: TopologySpec) -> Resolved:
     for p in spec.pods:
         check_pod(r, p, pod_ips, seen_names)
     return r
+
+
+def _node_extras(r: Resolved, n: NodeSpec, claim_lan: Any,
+                 used: dict[IPAddress, str]) -> list[IPAddress]:
+    """A node's ``extra_addresses``: in the lan (claimed there), or in the external-IP or
+    LB range (documentation ranges; routed to the node as host routes)."""
+    obj = f"node {n.name!r}"
+    out: list[IPAddress] = []
+    for k, a in enumerate(n.extra_addresses):
+        fld = f"extra_addresses[{k}]"
+        ip = _addr(obj, fld, a)
+        if ip in r.lan:
+            claim_lan(obj, fld, ip)
+        elif ip in r.external or ip in r.lb:
+            if ip in used:
+                raise TopologyError(obj, fld, f"{ip} is already used by {used[ip]}",
+                                    "give every node its own extra addresses")
+            used[ip] = obj
+        else:
+            raise TopologyError(obj, fld, f"{ip} is neither in the lan {r.lan}, the "
+                                f"external-IP range {r.external} nor the LB range {r.lb}",
+                                "a node's further address must be in one of the test "
+                                "network's documentation ranges")
+        out.append(ip)
+    return out
 
 
 def check_pod(r: Resolved, p: PodSpec, pod_ips: dict[IPAddress, str],

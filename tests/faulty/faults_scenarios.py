@@ -168,3 +168,18 @@ FAULTS_LIST.append(
     Fault("nodeless-endpoints-local",
           "endpoints without nodeName are counted local on every node",
           _nodeless_endpoints_local, **_scenario("k8s-48437")))
+
+
+def _nodeport_addresses_ignored() -> None:
+    # kubernetes#111863: kube-proxy's iptables mode accepted nodePorts on every local
+    # address (addrtype LOCAL), an LB IP assigned to the node included; the fix
+    # (--nodeport-addresses primary, PR #123105) is ignored here.
+    from refproxier.config import ProxierConfig
+
+    ProxierConfig.nodeport_match_all = property(lambda self: True)  # type: ignore[assignment]
+
+
+FAULTS_LIST.append(
+    Fault("nodeport-addresses-ignored",
+          "--nodeport-addresses is ignored: nodePorts answer on every local address",
+          _nodeport_addresses_ignored, **_scenario("k8s-111863")))

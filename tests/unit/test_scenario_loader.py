@@ -489,3 +489,25 @@ def test_an_endpoint_without_node_name_runs_where_its_address_belongs():
                                                             ("ep-10-244-1-8", "node-a")}
     e = error(NODELESS.replace("10.244.2.7", "10.244.9.7"))
     assert "10.244.9.7 is in the pod CIDR of 0 nodes" in str(e) and "nodeName" in str(e)
+
+
+def test_a_node_has_further_addresses_to_send_from_and_to():
+    text = scenario("topology:\n  nodes: [{name: node-a, extra_addresses: [192.0.2.200, 203.0.113.9]}]\n",
+                    flows="  - {name: s, from: node-a, source: 203.0.113.9, to: 192.0.2.200, port: 80,"
+                          " expect: reject}\n")
+    sc = parse_scenario(text, "s.yaml")
+    (node,) = [n for n in sc.topology.nodes if n.name == "node-a"]
+    assert node.extra_addresses == ("192.0.2.200", "203.0.113.9")
+    assert sc.flows[0].source == "203.0.113.9"
+    for body, problem in (("3", "must be a list of addresses"),
+                          ("[nope]", "'nope' is not an address"),
+                          ("[10.0.0.9]", "neither in the lan"),
+                          ("[192.0.2.11]", "already used by node 'node-a'"),
+                          ("[]", "is empty")):
+        e = error(scenario(f"topology:\n  nodes: [{{name: node-a, extra_addresses: {body}}}]\n"))
+        assert problem in str(e) and e.line == 23, str(e)
+    e = error(scenario("topology:\n  nodes: [{name: node-a}, {name: node-b, extra_addresses: "
+                       "[198.51.100.5]}]\n",
+                       flows="  - {name: s, from: node-a, source: 198.51.100.5, to: 10.96.0.20,"
+                             " port: 80, expect: [web-0]}\n"))
+    assert "source 198.51.100.5 is not an address of node-a" in str(e), str(e)
