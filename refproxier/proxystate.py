@@ -299,7 +299,11 @@ def _service_ports(b: _Builder, svc: Service) -> list[ServicePortInfo] | None:
         if net.version == family:
             ranges.append(str(net))
 
-    etp_local = spec.type in ("NodePort", "LoadBalancer") and spec.externalTrafficPolicy == "Local"
+    # kube-proxy's ExternalPolicyLocal: only for externally accessible Services, which
+    # includes a ClusterIP Service with externalIPs (pkg/api/v1/service ExternallyAccessible)
+    accessible = spec.type in ("NodePort", "LoadBalancer") or (
+        spec.type in (None, "ClusterIP") and bool(spec.externalIPs))
+    etp_local = accessible and spec.externalTrafficPolicy == "Local"
     itp_local = spec.internalTrafficPolicy == "Local"
     timeout = None
     if spec.sessionAffinity == "ClientIP":

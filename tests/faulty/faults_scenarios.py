@@ -183,3 +183,23 @@ FAULTS_LIST.append(
     Fault("nodeport-addresses-ignored",
           "--nodeport-addresses is ignored: nodePorts answer on every local address",
           _nodeport_addresses_ignored, **_scenario("k8s-111863")))
+
+
+def _no_local_source_to_cluster_chain() -> None:
+    # Before kubernetes PR #77523 (issue #66354): with externalTrafficPolicy Local, a
+    # node's own traffic to an external destination (an externalIP that is its own
+    # address, an LB IP) went to the local-endpoints chain, dropped without local pods.
+    from refproxier import iptables
+
+    orig = iptables.external_destination_rules
+
+    def rules(ctx, sp, has_external_endpoints):
+        return [r for r in orig(ctx, sp, has_external_endpoints)
+                if "route LOCAL traffic" not in r]
+    iptables.external_destination_rules = rules
+
+
+FAULTS_LIST.append(
+    Fault("no-local-source-to-cluster-chain",
+          "eTP Local: node-originated traffic to an external destination uses local endpoints only",
+          _no_local_source_to_cluster_chain, **_scenario("k8s-66354")))

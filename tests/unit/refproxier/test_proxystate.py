@@ -122,12 +122,15 @@ def test_dual_stack_service_uses_the_cluster_ip_of_the_proxier_family():
     assert build_proxy_state(cluster(single), cfg6).service_ports == ()
 
 
-def test_external_traffic_policy_local_applies_only_to_nodeport_and_loadbalancer():
+def test_external_traffic_policy_local_applies_only_to_externally_accessible_services():
+    # kube-proxy's ExternalPolicyLocal: NodePort, LoadBalancer, and ClusterIP with externalIPs
     st = proxy_state(
         service("ns1", "cip", "172.30.0.41", etp="Local"),
         service("ns1", "np", "172.30.0.42", [port(node_port=30001)], type="NodePort", etp="Local"),
+        service("ns1", "eip", "172.30.0.43", etp="Local", external_ips=["198.51.100.43"]),
     )
-    assert {sp.name: sp.external_policy_local for sp in st.service_ports} == {"cip": False, "np": True}
+    assert {sp.name: sp.external_policy_local for sp in st.service_ports} == {
+        "cip": False, "np": True, "eip": True}
 
 
 def test_health_checks_count_distinct_local_ready_endpoint_ips_over_all_ports():
