@@ -203,3 +203,28 @@ FAULTS_LIST.append(
     Fault("no-local-source-to-cluster-chain",
           "eTP Local: node-originated traffic to an external destination uses local endpoints only",
           _no_local_source_to_cluster_chain, **_scenario("k8s-66354")))
+
+
+def _lb_ip_source_always_allowed() -> None:
+    # kubernetes#119656 (ipvs, fixed by PR #119791): a node's own traffic to a local LB IP,
+    # sent from the LB IP, passed loadBalancerSourceRanges whatever they said. Here: the
+    # "-s LB_IP" allowFromNode rule is written even when no range holds the node's IP.
+    from refproxier import iptables
+
+    orig = iptables.firewall_chain_rules
+
+    def rules(ctx, sp):
+        out = orig(ctx, sp)
+        ch = iptables.Chains.of(sp)
+        if not any(f"-s {ip} " in r for r in out for ip in sp.load_balancer_ips):
+            head = iptables.comment(f"{sp.port_name_string} loadbalancer IP")
+            out[-1:-1] = [iptables.rule(ch.fw, head, ["-s", ip, "-j", ch.ext])
+                          for ip in sp.load_balancer_ips]
+        return out
+    iptables.firewall_chain_rules = rules
+
+
+FAULTS_LIST.append(
+    Fault("lb-ip-source-always-allowed",
+          "packets from an LB IP pass loadBalancerSourceRanges even when no range holds the node",
+          _lb_ip_source_always_allowed, **_scenario("k8s-119656-lb-ip-source")))
