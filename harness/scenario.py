@@ -46,7 +46,7 @@ Format (every key but ``description``, ``objects`` and one of ``flows``/``steps`
     steps:                                       # then, in order
       - apply: [...objects...]                   # or a file name
       - delete: [{kind: EndpointSlice, namespace: default, name: dns-abc}]
-      - restart_proxier: node-a                  # or "all"
+      - restart_proxier: node-a                  # or "all"; traffic: {...} flows through it
       - wait: 2                                  # seconds of idleness (a timeout expiring)
       - flows: [...]
 
@@ -103,6 +103,13 @@ Constructs for what bug reports need (issue 16):
   external-IP or LB range (host routes via the node on clients and other nodes). Flows
   go ``to`` them, and ``from: NODE, source: ADDR`` sends from one (the LB IP as a
   packet source); the Node object keeps its InternalIP only (kubernetes#111863).
+* ``traffic: {from, to, port, sport, after, every}`` on an ``apply`` or
+  ``restart_proxier`` step: UDP datagrams from one source port flow from half a second
+  before the step's action until ``after`` seconds (default 2) after the proxier applied the result,
+  one every ``every`` seconds (default 0.05): traffic already flowing when the proxier
+  first learns of a Service, or while it restarts. A later flow with the same ``sport``
+  shows where the stream's conntrack entry points (kubernetes#126468: entries made before
+  the first sync with the Service bypass its DNAT unless the proxier clears them).
 * A flow over SCTP on a kernel without SCTP sockets is skipped with the reason (the pods do
   not listen on SCTP ports then); a scenario whose every flow is skipped is skipped.
 """
@@ -188,6 +195,21 @@ class Listener:
     protocol: str = "TCP"
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """An ``apply`` or ``restart_proxier`` step's ``traffic``: UDP datagrams from one fixed
+    source port, sent every ``every`` seconds from before the step's action until ``after``
+    seconds after the proxier applied the result (traffic flowing through that sync)."""
+
+    src: str
+    to: str
+    port: int
+    sport: int
+    after: float = 2.0
+    every: float = 0.05
+    line: int = 0
+
+
 @dataclass
 class Step:
     kind: str  # apply | delete | restart_proxier | wait | flows
@@ -198,6 +220,7 @@ class Step:
     node: str = ""
     seconds: float = 0.0
     flows: list[Flow] = field(default_factory=list)
+    traffic: Traffic | None = None  # apply/restart_proxier: datagrams flowing through it
 
 
 def _v(text: str) -> Any:
@@ -793,7 +816,7 @@ def _proxier(r: _Reader, node: yaml.Node | None) -> ProxierSettings:
 
 def _step(r: _Reader, node: yaml.Node, i: int, names: dict[str, int]) -> Step:
     what = f"steps[{i}]"
-    m = r.mapping(node, what, {"name": False, **{a: False for a in STEP_ACTIONS}})
+    m = r.mapping(node, what, {"name": False, "traffic": False, **{a: False for a in STEP_ACTIONS}})
     actions = [a for a in STEP_ACTIONS if a in m]
     if len(actions) != 1:
         raise r.err(node, f"{what} must have exactly one action, has {actions or 'none'}",
@@ -826,7 +849,37 @@ def _step(r: _Reader, node: yaml.Node, i: int, names: dict[str, int]) -> Step:
         st.seconds = r.number(v, f"{what}.wait")
     else:
         st.flows = _flows(r, v, f"{what}.flows")
+    if "traffic" in m:
+        if kind not in ("restart_proxier", "apply"):
+            raise r.err(m["traffic"], f"{what}: traffic goes with apply or restart_proxier",
+                        "it is what flows while the proxier takes in a change or restarts")
+        st.traffic = _traffic(r, m["traffic"], f"{what}.traffic")
     return st
+
+
+TRAFFIC_KEYS = {"from": True, "to": True, "port": True, "protocol": False, "sport": True,
+                "after": False, "every": False}
+
+
+def _traffic(r: _Reader, node: yaml.Node, what: str) -> Traffic:
+    """``traffic: {from, to, port, protocol: UDP, sport, after, every}`` on a
+    ``restart_proxier`` step (kubernetes#126468: datagrams during the first sync)."""
+    m = r.mapping(node, what, TRAFFIC_KEYS)
+    proto = r.string(m["protocol"], f"{what}.protocol").upper() if "protocol" in m else "UDP"
+    if proto != "UDP":
+        raise r.err(m["protocol"], f"{what}: protocol {proto!r}",
+                    "traffic is a stream of UDP datagrams from one source port")
+    after = r.number(m["after"], f"{what}.after") if "after" in m else 2.0
+    every = r.number(m["every"], f"{what}.every") if "every" in m else 0.05
+    if not 0.01 <= every <= 1.0:
+        raise r.err(m["every"], f"{what}.every {every} is outside 0.01..1 seconds")
+    if after > 30:
+        raise r.err(m["after"], f"{what}.after {after} s is longer than a UDP conntrack "
+                    "entry lives unanswered (30 s)", "keep it at a few seconds")
+    return Traffic(str(r.scalar(m["from"], f"{what}.from")), str(r.scalar(m["to"], f"{what}.to")),
+                   r.integer(m["port"], f"{what}.port", 1, 65535),
+                   r.integer(m["sport"], f"{what}.sport", 1024, 65535), after, every,
+                   node.start_mark.line + 1)
 
 
 def _flows(r: _Reader, node: yaml.Node, what: str) -> list[Flow]:
@@ -1295,6 +1348,16 @@ def _check_references(r: _Reader, sc: Scenario, objects: list[Any]) -> None:
                     raise r.err(en, f"flow {f.name!r}: {e!r} is no endpoint pod or listener",
                                 f"endpoint pods: {', '.join(sorted(slice_pods)) or 'none'}")
     for s in sc.steps:
+        t = s.traffic
+        if t is not None and t.src not in hosts:
+            raise ScenarioError(sc.path, t.line, f"traffic from {t.src!r} is no host",
+                                f"hosts: {', '.join(sorted(hosts))}")
+        if t is not None and t.to not in res.nodes:
+            try:
+                ipaddress.ip_address(t.to)
+            except ValueError:
+                raise ScenarioError(sc.path, t.line, f"traffic to {t.to!r} is neither an "
+                                    "address nor a node") from None
         if s.kind == "restart_proxier" and s.node != "all" and s.node not in res.nodes:
             raise ScenarioError(sc.path, s.line, f"restart_proxier: {s.node!r} is not a node",
                                 f"nodes: {', '.join(sorted(res.nodes))}, or 'all'")

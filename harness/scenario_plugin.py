@@ -21,10 +21,12 @@ capability.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -151,6 +153,8 @@ def _follows_udp_socket(f: Flow) -> bool:
     return f.protocol.upper() == "UDP" and f.sport is not None
 
 
+#: how long a step's ``traffic`` flows before the step's action
+TRAFFIC_LEAD_S = 0.5
 OUT_OF_WINDOW = 1 << 30  # bytes beyond the endpoint's next sequence number (inject)
 
 
@@ -371,16 +375,22 @@ class _Runner:
 
     def step(self, st: Step) -> None:
         if st.kind == "apply":
-            self.apply(st.objects)
-            self.env.sync()
+            with self._traffic(st):
+                self.apply(st.objects)
+                self.env.sync()
+                if st.traffic is not None:
+                    self.timing.wait_idle(st.traffic.after)  # the stream flows on meanwhile
         elif st.kind == "delete":
             for kind, ns, name in st.deletes:
                 self.env.controlplane.remove(kind, ns, name)
             self.env.sync()
         elif st.kind == "restart_proxier":
-            for node in (self.env.proxiers if st.node == "all" else [st.node]):
-                self.env.restart_proxier(node)
-            self.env.sync()  # a new generation the restarted proxier must apply
+            with self._traffic(st):
+                for node in (self.env.proxiers if st.node == "all" else [st.node]):
+                    self.env.restart_proxier(node)
+                self.env.sync()  # a new generation the restarted proxier must apply
+                if st.traffic is not None:
+                    self.timing.wait_idle(st.traffic.after)  # the stream flows on meanwhile
         elif st.kind == "wait":
             self.timing.wait_idle(st.seconds)
         else:
@@ -388,6 +398,43 @@ class _Runner:
                 r = self.flow(f, st)
                 self.results.append(r)
                 self.by_name[f.name] = r
+
+    @contextlib.contextmanager
+    def _traffic(self, st: Step) -> Any:
+        """A step's ``traffic``: UDP datagrams from one source port, sent on a thread for
+        as long as the step runs (replies are read and dropped)."""
+        t = st.traffic
+        if t is None:
+            yield
+            return
+        host = self.topo.hosts[t.src]
+        dst = self.topo.nodes[t.to].ip if t.to in self.topo.nodes else t.to
+        sock = host.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("", t.sport))
+        sock.setblocking(False)
+        stop = threading.Event()
+
+        def send() -> None:
+            while True:
+                with contextlib.suppress(OSError):
+                    sock.sendto(b"traffic through the step\n", (dst, t.port))
+                with contextlib.suppress(OSError):
+                    while sock.recv(2048):
+                        pass
+                if stop.wait(t.every):
+                    return
+
+        sender = threading.Thread(target=send, name=f"traffic-{t.src}-{t.sport}", daemon=True)
+        sender.start()
+        # the stream is already flowing when the step acts
+        self.timing.wait_idle(TRAFFIC_LEAD_S)
+        try:
+            yield
+        finally:
+            stop.set()
+            sender.join(timeout=5)
+            sock.close()
 
     def run_steps(self, steps: list[Step]) -> None:
         """Every step in order; after a step with failing flows, stop only when a later

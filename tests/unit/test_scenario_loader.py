@@ -511,3 +511,21 @@ def test_a_node_has_further_addresses_to_send_from_and_to():
                        flows="  - {name: s, from: node-a, source: 198.51.100.5, to: 10.96.0.20,"
                              " port: 80, expect: [web-0]}\n"))
     assert "source 198.51.100.5 is not an address of node-a" in str(e), str(e)
+
+
+def test_traffic_flows_through_an_apply_or_restart_step():
+    steps = ("steps:\n  - restart_proxier: node-a\n    traffic: {from: client, to: 10.96.0.20, "
+             "port: 53, sport: 41053, after: 1}\n  - flows:\n  " + GOOD_FLOW.replace("ok", "after"))
+    sc = parse_scenario(scenario(steps, flows=""), "s.yaml")
+    t = sc.steps[0].traffic
+    assert (t.src, t.to, t.port, t.sport, t.after, t.every) == ("client", "10.96.0.20", 53, 41053, 1.0, 0.05)
+    for bad, problem in (("protocol: TCP, ", "protocol 'TCP'"), ("every: 5, ", "outside 0.01..1"),
+                         ("after: 60, ", "longer than a UDP conntrack entry"),
+                         ("colour: red, ", "unknown key 'colour'")):
+        e = error(scenario(steps.replace("{from", "{" + bad + "from").replace(", after: 1", ""),
+                           flows=""))
+        assert problem in str(e) and e.line == 24, str(e)
+    e = error(scenario(steps.replace("from: client", "from: nobody", 1), flows=""))
+    assert "traffic from 'nobody' is no host" in str(e) and e.line == 24, str(e)
+    e = error(scenario(steps.replace("restart_proxier: node-a", "wait: 1"), flows=""))
+    assert "traffic goes with apply or restart_proxier" in str(e), str(e)
