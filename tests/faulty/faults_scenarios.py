@@ -230,39 +230,23 @@ FAULTS_LIST.append(
           _lb_ip_source_always_allowed, **_scenario("k8s-119656-lb-ip-source")))
 
 
-def _udp_cleanup_skips_new_services() -> None:
-    # kubernetes#126468 (fixed by PR #126532, and for good by the conntrack reconciler):
-    # kube-proxy cleared stale UDP entries only for Services it already knew (0 -> N
-    # endpoints). A Service whose first sync came after traffic to its ClusterIP had begun
-    # (a first sync before the caches were complete) was "new", so the entries made
-    # without DNAT stayed and the stream stayed blackholed.
-    from refproxier import daemon
 
-    orig = daemon.Daemon._clean_conntrack
+def _udp_cleanup_keeps_unnatted_entries() -> None:
+    # kubernetes#126468: datagrams sent to a ClusterIP before the proxier had the Service
+    # got conntrack entries without DNAT (reply source: the ClusterIP itself), and the
+    # cleanup never looked at them (it cleared entries DNATed to stale endpoints), so a
+    # client that kept sending from one port stayed blackholed.
+    from refproxier import conntrack
 
-    def clean(self, proxy_state, gen, previous=None):
-        known = ({p.name for p in self.backend.udp_ports(previous)} if previous is not None
-                 else set())
-        ports = [p for p in self.backend.udp_ports(proxy_state) if p.name in known]
-        if not ports:
-            return None
-        backend = self.backend
+    orig = conntrack.stale_deletions
 
-        class Known:  # the same backend, with only the ports of known Services
-            def __getattr__(self, a):
-                return getattr(backend, a)
-
-            def udp_ports(self, st):
-                return [p for p in backend.udp_ports(st) if p.name in known]
-        self.backend = Known()
-        try:
-            return orig(self, proxy_state, gen, previous)
-        finally:
-            self.backend = backend
-    daemon.Daemon._clean_conntrack = clean
+    def stale(entries, ports):
+        kept = [e for e in entries if conntrack._norm(e.reply_src) != conntrack._norm(e.orig_dst)]
+        return orig(kept, ports)
+    conntrack.stale_deletions = stale
 
 
 FAULTS_LIST.append(
-    Fault("udp-cleanup-skips-new-services",
-          "stale UDP conntrack entries are cleared only for Services known before the sync",
-          _udp_cleanup_skips_new_services, **_scenario("k8s-126468")))
+    Fault("udp-cleanup-keeps-unnatted-entries",
+          "the UDP conntrack cleanup leaves entries made without DNAT (before the Service's rules)",
+          _udp_cleanup_keeps_unnatted_entries, **_scenario("k8s-126468")))
