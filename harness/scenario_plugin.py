@@ -334,6 +334,18 @@ def run_scenario(sc: Scenario, config: pytest.Config, item: pytest.Item | None =
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def apply_objects(env: Any, objects: list[Any]) -> None:
+    """Put a scenario's objects (lightkube) on the cluster's control plane (not synced)."""
+    env_nodes = {n.name for n in env.nodes}
+    for o in objects:
+        d = o.to_dict()
+        if d.get("kind") == "Node":
+            addrs = (d.get("status") or {}).get("addresses") or []
+            if d["metadata"]["name"] not in env_nodes or not addrs:
+                continue  # the harness's own Node object says the same, with addresses
+        env.controlplane.put(d)
+
+
 class _Runner:
     def __init__(self, sc: Scenario, env: Any, timing: Any, spec: ProxierSpec | None = None,
                  label: str = "") -> None:
@@ -364,14 +376,7 @@ class _Runner:
         self.conns.clear()
 
     def apply(self, objects: list[Any]) -> None:
-        env_nodes = {n.name for n in self.env.nodes}
-        for o in objects:
-            d = o.to_dict()
-            if d.get("kind") == "Node":
-                addrs = (d.get("status") or {}).get("addresses") or []
-                if d["metadata"]["name"] not in env_nodes or not addrs:
-                    continue  # the harness's own Node object says the same, with addresses
-            self.env.controlplane.put(d)
+        apply_objects(self.env, objects)
 
     def step(self, st: Step) -> None:
         if st.kind == "apply":

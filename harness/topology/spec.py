@@ -488,7 +488,9 @@ def topology_from_objects(
             if num is None:
                 raise TopologyError(f"EndpointSlice {sname!r}", f"ports[{k}].port",
                                     "missing", "give every slice port a number")
-            ports.append((int(num), str(_get(p, "protocol") or "TCP").lower()))
+            port = (int(num), str(_get(p, "protocol") or "TCP").lower())
+            if port not in ports:  # two named slice ports may share a target port
+                ports.append(port)
         for e_i, ep in enumerate(_get(s, "endpoints") or ()):
             obj = f"EndpointSlice {sname!r} endpoints[{e_i}]"
             node = _get(ep, "nodeName")
