@@ -17,8 +17,8 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness.diff.facts import target_service
-from harness.diff.generate import document_text
+from harness.diff.facts import source_kind, target_service
+from harness.diff.generate import CLIENT_PODS, document_text
 from harness.scenario import ScenarioError, parse_scenario
 
 Doc = dict[str, Any]
@@ -65,10 +65,11 @@ def reductions(doc: Doc, flow_name: str) -> Iterator[tuple[str, Doc]]:
         for j in range(len(sl["endpoints"])):
             yield (f"endpoint {j} of {sl['metadata']['name']}",
                    _edit(doc, i, lambda o, j=j: o["endpoints"].pop(j)))
-    if target is not None:
-        ti = doc["objects"].index(target)
+    for ti, _ in _objects(doc, "Service"):
         yield from _port_reductions(doc, ti, flow)
         yield from _field_reductions(doc, ti, flow)
+        yield from _type_reductions(doc, ti, flow)
+    yield from _source_reductions(doc, flow)
     for i, sl in _objects(doc, "EndpointSlice"):
         for j, ep in enumerate(sl["endpoints"]):
             if ep["conditions"] != {"ready": True, "serving": True, "terminating": False}:
@@ -103,7 +104,11 @@ def _field_reductions(doc: Doc, ti: int, flow: dict[str, Any]) -> Iterator[tuple
     spec = doc["objects"][ti]["spec"]
     name = doc["objects"][ti]["metadata"]["name"]
     if spec.get("externalIPs") and flow["to"] not in spec["externalIPs"]:
-        yield f"externalIPs of {name}", _edit(doc, ti, lambda o: o["spec"].pop("externalIPs"))
+        def no_external_ips(o: dict[str, Any]) -> None:
+            o["spec"].pop("externalIPs")
+            if o["spec"]["type"] == "ClusterIP":  # the API allows the policy only with them
+                o["spec"].pop("externalTrafficPolicy", None)
+        yield f"externalIPs of {name}", _edit(doc, ti, no_external_ips)
     lb = doc["objects"][ti].get("status", {}).get("loadBalancer", {}).get("ingress", [])
     if lb and all(i.get("ip") != flow["to"] for i in lb):
         yield f"load-balancer IPs of {name}", _edit(doc, ti, lambda o: o.pop("status"))
@@ -123,6 +128,42 @@ def _field_reductions(doc: Doc, ti: int, flow: dict[str, Any]) -> Iterator[tuple
     if spec.get("internalTrafficPolicy") == "Local":
         yield f"internalTrafficPolicy Local of {name}", _edit(
             doc, ti, lambda o: o["spec"].update(internalTrafficPolicy="Cluster"))
+
+
+def _type_reductions(doc: Doc, ti: int, flow: dict[str, Any]) -> Iterator[tuple[str, Doc]]:
+    """LoadBalancer -> NodePort -> ClusterIP, unless the flow aims at what goes away."""
+    svc = doc["objects"][ti]
+    spec, name = svc["spec"], svc["metadata"]["name"]
+    kind = target_service(doc, flow)[0] if target_service(doc, flow)[1] is svc else None
+    if spec.get("type") == "LoadBalancer" and kind != "lb":
+        def to_node_port(o: dict[str, Any]) -> None:
+            o["spec"]["type"] = "NodePort"
+            for k in ("loadBalancerSourceRanges", "healthCheckNodePort"):
+                o["spec"].pop(k, None)
+            o.pop("status", None)
+        yield f"type LoadBalancer of {name} (now NodePort)", _edit(doc, ti, to_node_port)
+    if spec.get("type") == "NodePort" and kind != "nodeport":
+        def to_cluster_ip(o: dict[str, Any]) -> None:
+            o["spec"]["type"] = "ClusterIP"
+            for p in o["spec"]["ports"]:
+                p.pop("nodePort", None)
+            if not o["spec"].get("externalIPs"):
+                o["spec"].pop("externalTrafficPolicy", None)
+        yield f"type NodePort of {name} (now ClusterIP)", _edit(doc, ti, to_cluster_ip)
+
+
+def _source_reductions(doc: Doc, flow: dict[str, Any]) -> Iterator[tuple[str, Doc]]:
+    """A flow from an endpoint pod, sent from the plain client pod of its node instead."""
+    kind, node = source_kind(doc, flow["from"])
+    if kind != "endpoint":
+        return
+    for pod, pnode, _ in CLIENT_PODS:
+        if pnode == node:
+            out = copy.deepcopy(doc)
+            for f in out["flows"]:
+                if f["name"] == flow["name"]:
+                    f["from"] = pod
+            yield f"source {flow['from']} (now {pod}, on the same node)", out
 
 
 def loads(doc: Doc) -> bool:

@@ -1,0 +1,184 @@
+"""A differential run: generated cases on two proxiers until the budget is spent.
+
+For each case (``generate.generate_cases``, seeds derived from the run's): run it on A,
+then on B (``run.run_case``), compare every flow (``outcome.compare``), set declared
+differences aside (``declared.declared_reason``), and shrink the first disagreement of
+each kind (class and the flow's key facts) to a scenario file (``shrink``, ``write``).
+The result is plain data: the summary (its last line of output) and the records of the
+HTML report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.diff.declared import Declared, declared_reason
+from harness.diff.facts import flow_facts
+from harness.diff.generate import generate_cases
+from harness.diff.outcome import FlowOutcome, compare
+from harness.diff.shrink import shrink
+from harness.diff.write import check_loads, scenario_text
+from harness.options import ClusterOptions
+
+#: facts naming a kind of disagreement (the first of each kind is shrunk)
+KIND_FACTS = ("dest", "src", "protocol", "type", "etp", "itp", "affinity", "source_ranges",
+              "ipmode")
+BATCH = 20
+
+
+@dataclass
+class Side:
+    name: str
+    options: ClusterOptions
+    capabilities: frozenset[str]
+
+
+@dataclass
+class Finding:
+    """One flow on which the two proxiers disagree."""
+
+    case: int
+    flow: dict[str, Any]
+    cls: str
+    facts: dict[str, Any]
+    a: FlowOutcome
+    b: FlowOutcome
+    declared: str | None = None
+    scenario: str | None = None  # the shrunk scenario file
+    removed: list[str] = field(default_factory=list)
+    shrink_runs: int = 0
+
+    def kind(self) -> tuple[Any, ...]:
+        return (self.cls, *(self.facts.get(k) for k in KIND_FACTS),
+                self.facts.get("serving") == 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case": self.case, "flow": self.flow["name"], "class": self.cls,
+                "facts": self.facts, "a": self.a.to_dict(), "b": self.b.to_dict(),
+                "declared": self.declared, "scenario": self.scenario,
+                "removed": self.removed, "shrink_runs": self.shrink_runs}
+
+
+@dataclass
+class Campaign:
+    a: Side
+    b: Side
+    seed: int
+    budget_s: float
+    out_dir: Path
+    declared: list[Declared] = field(default_factory=list)
+    shrink_runs: int = 30
+    max_cases: int | None = None
+    say: Callable[[str], None] = print
+    cases: int = 0
+    flows: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    # -- comparing one document --------------------------------------------------------
+    def disagreements(self, case: int, doc: dict[str, Any], ra: dict[str, FlowOutcome],
+                      rb: dict[str, FlowOutcome]) -> list[Finding]:
+        out = []
+        for flow in doc["flows"]:
+            oa, ob = ra.get(flow["name"]), rb.get(flow["name"])
+            if oa is None or ob is None:
+                continue
+            facts = flow_facts(doc, flow)
+            for cls in compare(oa, ob, sticky=bool(facts.get("affinity"))):
+                why = declared_reason(self.a.name, self.b.name, cls, facts, self.a.capabilities,
+                                      self.b.capabilities, self.declared)
+                out.append(Finding(case, flow, cls, facts, oa, ob, why))
+        return out
+
+    def run_both(self, doc: dict[str, Any]) -> tuple[Any, Any]:
+        from harness.diff.run import run_case
+
+        return run_case(doc, self.a.options), run_case(doc, self.b.options)
+
+    # -- shrinking one finding ---------------------------------------------------------
+    def still_disagrees(self, f: Finding) -> Callable[[dict[str, Any]], bool]:
+        def check(doc: dict[str, Any]) -> bool:
+            ra, rb = self.run_both(doc)
+            if ra.error or rb.error:
+                return False
+            return any(g.flow["name"] == f.flow["name"] and g.cls == f.cls and not g.declared
+                       for g in self.disagreements(f.case, doc, ra.outcomes, rb.outcomes))
+        return check
+
+    def shrink_and_write(self, f: Finding, doc: dict[str, Any]) -> None:
+        small, removed, runs = shrink(doc, f.flow["name"], self.still_disagrees(f),
+                                      self.shrink_runs)
+        ra, rb = self.run_both(small)  # the outcomes the file's comments state
+        text = scenario_text(small, f.flow["name"], f.cls, (self.a.name, self.b.name),
+                             (ra.outcomes, rb.outcomes), removed, self.seed,
+                             sticky=bool(f.facts.get("affinity")))
+        problem = check_loads(text)
+        if problem:
+            text = f"# NOTE: this file does not load as written: {problem}\n" + text
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"diff-{self.seed}-case{f.case}-{f.cls}.yaml"
+        path.write_text(text)
+        f.scenario, f.removed, f.shrink_runs = str(path), removed, runs
+        self.say(f"  shrunk in {runs} runs (removed {len(removed)} parts): {path}")
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self) -> None:
+        t0 = time.monotonic()
+        deadline = t0 + self.budget_s
+        kinds: set[tuple[Any, ...]] = set()
+        batch = 0
+        while time.monotonic() < deadline:
+            for doc in generate_cases(self.seed * 1000 + batch, BATCH):
+                if time.monotonic() >= deadline or self.max_cases is not None \
+                        and self.cases >= self.max_cases:
+                    break
+                self.one_case(doc, kinds)
+            else:
+                batch += 1
+                continue
+            break
+        self.seconds = time.monotonic() - t0
+
+    def one_case(self, doc: dict[str, Any], kinds: set[tuple[Any, ...]]) -> None:
+        case = self.cases
+        self.cases += 1
+        ra, rb = self.run_both(doc)
+        if ra.error or rb.error:
+            for side, r in ((self.a, ra), (self.b, rb)):
+                if r.error:
+                    self.errors[side.name] += 1
+                    self.say(f"case {case}: {side.name}: {r.error}")
+            return
+        self.flows += len(doc["flows"])
+        found = self.disagreements(case, doc, ra.outcomes, rb.outcomes)
+        self.findings += found
+        new = [f for f in found if not f.declared and f.kind() not in kinds]
+        self.say(f"case {case}: {len(doc['flows'])} flows, {len(found)} disagreements "
+                 f"({sum(1 for f in found if f.declared)} declared, {len(new)} new kinds)")
+        for f in new:
+            kinds.add(f.kind())
+            self.say(f"  {f.cls} on {f.flow['name']!r}: {self.a.name}: {f.a.text()} | "
+                     f"{self.b.name}: {f.b.text()}")
+            self.shrink_and_write(f, doc)
+
+    def summary(self) -> dict[str, Any]:
+        found = [f for f in self.findings if not f.declared]
+        declared = [f for f in self.findings if f.declared]
+        return {
+            "a": self.a.name, "b": self.b.name, "seed": self.seed, "cases": self.cases,
+            "flows": self.flows, "seconds": round(self.seconds, 1),
+            "cases_per_minute": round(self.cases / (self.seconds / 60), 2) if self.seconds else 0,
+            "disagreements": dict(Counter(f.cls for f in found)),
+            "declared": dict(Counter(f.cls for f in declared)),
+            "declared_reasons": dict(Counter((f.declared or "").split(" (http")[0]
+                                             for f in declared)),
+            "kinds": len({f.kind() for f in found}),
+            "scenarios": [f.scenario for f in found if f.scenario],
+            "errors": dict(self.errors),
+        }
