@@ -38,6 +38,7 @@ UNEXPOSED_PORT = 7777
 CONDITIONS = ((True, True, False), (False, False, False), (False, True, True), (False, False, True))
 SOURCE_RANGES = ("192.0.2.101/32", "192.0.2.0/24", "198.51.100.0/24", "10.244.0.0/16")
 MAX_FLOWS = 10
+MIN_FLOWS = 4
 
 
 def topology() -> dict[str, Any]:
@@ -179,8 +180,10 @@ def case(draw: Any) -> dict[str, Any]:
             objects.append(draw(endpoint_slice(svc, i)))
     dests = destinations(objects)
     srcs = sources(objects)
+    # at least a few flows per case: a cluster costs seconds to start, a flow a fraction
+    least = min(MIN_FLOWS, len(srcs) * len(dests))
     picks = draw(st.lists(st.tuples(st.sampled_from(srcs), st.sampled_from(dests)),
-                          min_size=1, max_size=MAX_FLOWS, unique=True)) if dests else []
+                          min_size=least, max_size=MAX_FLOWS, unique=True)) if dests else []
     flows = [{"name": f"f{i}: {src} to {kind} {to}:{port}/{proto}", "from": src,
               "protocol": proto, "to": to, "port": port, "expect": "drop"}
              for i, (src, (kind, to, port, proto)) in enumerate(picks)]
