@@ -25,9 +25,9 @@ from harness.diff.shrink import shrink
 from harness.diff.write import check_loads, scenario_text
 from harness.options import ClusterOptions
 
-#: facts naming a kind of disagreement (the first of each kind is shrunk)
-KIND_FACTS = ("dest", "src", "protocol", "type", "etp", "itp", "affinity", "source_ranges",
-              "ipmode")
+#: facts naming a kind of disagreement (the first of each kind is shrunk): what the flow
+#: aims at and the Service properties that decide its fate, not the protocol or the host
+KIND_FACTS = ("dest", "type", "etp", "itp", "affinity", "source_ranges", "ipmode")
 BATCH = 20
 
 
@@ -55,7 +55,7 @@ class Finding:
 
     def kind(self) -> tuple[Any, ...]:
         return (self.cls, *(self.facts.get(k) for k in KIND_FACTS),
-                self.facts.get("serving") == 0)
+                self.facts.get("serving") == 0, self.facts.get("ready") == 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"case": self.case, "flow": self.flow["name"], "class": self.cls,
@@ -80,6 +80,7 @@ class Campaign:
     errors: Counter[str] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    deadline: float = float("inf")
 
     # -- comparing one document --------------------------------------------------------
     def disagreements(self, case: int, doc: dict[str, Any], ra: dict[str, FlowOutcome],
@@ -102,35 +103,46 @@ class Campaign:
         return run_case(doc, self.a.options), run_case(doc, self.b.options)
 
     # -- shrinking one finding ---------------------------------------------------------
-    def still_disagrees(self, f: Finding) -> Callable[[dict[str, Any]], bool]:
+    def still_disagrees(self, f: Finding, last: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+        """The shrinker's test: the two proxiers still disagree on f's flow, in f's class
+        (the outcomes of the last such run are kept in ``last`` for the file's comments)."""
         def check(doc: dict[str, Any]) -> bool:
             ra, rb = self.run_both(doc)
             if ra.error or rb.error:
                 return False
-            return any(g.flow["name"] == f.flow["name"] and g.cls == f.cls and not g.declared
-                       for g in self.disagreements(f.case, doc, ra.outcomes, rb.outcomes))
+            ok = any(g.flow["name"] == f.flow["name"] and g.cls == f.cls and not g.declared
+                     for g in self.disagreements(f.case, doc, ra.outcomes, rb.outcomes))
+            if ok:
+                last["outcomes"] = (ra.outcomes, rb.outcomes)
+            return ok
         return check
 
-    def shrink_and_write(self, f: Finding, doc: dict[str, Any]) -> None:
-        small, removed, runs = shrink(doc, f.flow["name"], self.still_disagrees(f),
-                                      self.shrink_runs)
-        ra, rb = self.run_both(small)  # the outcomes the file's comments state
+    def shrink_and_write(self, f: Finding, doc: dict[str, Any],
+                         outcomes: tuple[dict[str, FlowOutcome], dict[str, FlowOutcome]]) -> None:
+        last: dict[str, Any] = {"outcomes": outcomes}
+        small, removed, runs = shrink(doc, f.flow["name"], self.still_disagrees(f, last),
+                                      self.shrink_runs, stop=self.past_deadline)
         text = scenario_text(small, f.flow["name"], f.cls, (self.a.name, self.b.name),
-                             (ra.outcomes, rb.outcomes), removed, self.seed,
+                             last["outcomes"], removed, self.seed,
                              sticky=bool(f.facts.get("affinity")))
         problem = check_loads(text)
         if problem:
             text = f"# NOTE: this file does not load as written: {problem}\n" + text
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / f"diff-{self.seed}-case{f.case}-{f.cls}.yaml"
+        n = sum(1 for g in self.findings if g.scenario) + 1
+        path = self.out_dir / f"diff-{self.seed}-{n:03d}-{f.cls}.yaml"
         path.write_text(text)
         f.scenario, f.removed, f.shrink_runs = str(path), removed, runs
         self.say(f"  shrunk in {runs} runs (removed {len(removed)} parts): {path}")
 
+    def past_deadline(self) -> bool:
+        """Shrinking goes on at most a minute past the budget (the file is still written)."""
+        return time.monotonic() > self.deadline + 60
+
     # -- the run -----------------------------------------------------------------------
     def run(self) -> None:
         t0 = time.monotonic()
-        deadline = t0 + self.budget_s
+        self.deadline = deadline = t0 + self.budget_s
         kinds: set[tuple[Any, ...]] = set()
         batch = 0
         while time.monotonic() < deadline:
@@ -160,12 +172,14 @@ class Campaign:
         self.findings += found
         new = [f for f in found if not f.declared and f.kind() not in kinds]
         self.say(f"case {case}: {len(doc['flows'])} flows, {len(found)} disagreements "
-                 f"({sum(1 for f in found if f.declared)} declared, {len(new)} new kinds)")
-        for f in new:
-            kinds.add(f.kind())
-            self.say(f"  {f.cls} on {f.flow['name']!r}: {self.a.name}: {f.a.text()} | "
-                     f"{self.b.name}: {f.b.text()}")
-            self.shrink_and_write(f, doc)
+                 f"({sum(1 for f in found if f.declared)} declared, {len(new)} of new kinds)")
+        for f in found:
+            if not f.declared:
+                self.say(f"  {f.cls} on {f.flow['name']!r}: {self.a.name}: {f.a.text()} | "
+                         f"{self.b.name}: {f.b.text()}")
+        if new:  # one shrink per case (a case's findings often share a cause); others later
+            kinds.add(new[0].kind())
+            self.shrink_and_write(new[0], doc, (ra.outcomes, rb.outcomes))
 
     def summary(self) -> dict[str, Any]:
         found = [f for f in self.findings if not f.declared]

@@ -54,7 +54,8 @@ def run_flow(env: Any, doc: dict[str, Any], flow: dict[str, Any], name_of: Any) 
     host = topo.hosts[flow["from"]]
     dst = topo.nodes[flow["to"]].ip if flow["to"] in topo.nodes else flow["to"]
     proto = flow.get("protocol", "TCP").lower()
-    obs = probe(host, dst, flow["port"], proto, count=FIRST_PROBES)
+    # the harness's window for "nothing arrives" (harness.timing: silence)
+    obs = probe(host, dst, flow["port"], proto, count=FIRST_PROBES, timeout=env.timing.silence_s)
     if any(o.pod for o in obs):
         more = probe_count(candidates(doc, flow)) - FIRST_PROBES
         obs += probe(host, dst, flow["port"], proto, count=more)

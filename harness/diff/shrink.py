@@ -176,9 +176,10 @@ def loads(doc: Doc) -> bool:
 
 
 def shrink(doc: Doc, flow_name: str, still_disagrees: Callable[[Doc], bool],
-           max_runs: int = 30) -> tuple[Doc, list[str], int]:
+           max_runs: int = 30, stop: Callable[[], bool] = lambda: False,
+           ) -> tuple[Doc, list[str], int]:
     """The smallest document found that still disagrees on ``flow_name``: (document, what
-    was removed in order, runs spent)."""
+    was removed in order, runs spent). Stops after ``max_runs`` tests or when ``stop()``."""
     removed: list[str] = []
     runs = 0
     progress = True
@@ -187,7 +188,8 @@ def shrink(doc: Doc, flow_name: str, still_disagrees: Callable[[Doc], bool],
         for what, cand in reductions(doc, flow_name):
             if not loads(cand):
                 continue
-            if runs >= max_runs:
+            if runs >= max_runs or stop():
+                progress = False
                 break
             runs += 1
             if still_disagrees(cand):

@@ -54,8 +54,8 @@ def run_scenario(path: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_a_planted_fault_is_found_shrunk_and_written_as_a_scenario(tmp_path):
     fault = "drop-no-endpoints"  # silence where the reference refuses (ICMP port unreachable)
-    code, summary, out = run_diff(tmp_path, fault, "--seed=3", "--budget=150s",
-                                  "--max-cases=8", "--shrink-runs=25")
+    code, summary, out = run_diff(tmp_path, fault, "--seed=3", "--budget=60s",
+                                  "--max-cases=2", "--shrink-runs=12")
     assert code == 1, f"exit status {code}, want 1 (disagreements):\n{out[-4000:]}"
     assert summary["disagreements"].get("refusal", 0) >= 1, f"no refusal finding: {summary}\n{out[-4000:]}"
     assert summary["cases"] >= 1 and summary["flows"] >= 1 and summary["cases_per_minute"] > 0
