@@ -8,6 +8,9 @@
 #   bash run.sh bugs [pytest args]          the bug library against one proxier: which reported bugs it still has
 #   bash run.sh history [pytest args]       each kube-proxy bug scenario on the release before its fix (must
 #                                           fail) and the fix release (must pass); builds those releases first
+#   bash run.sh diff A B [--budget 10m] [--seed N] [...]
+#                                           differential testing of two proxiers (python -m harness.diff):
+#                                           generated clusters, every flow compared, disagreements shrunk
 set -euo pipefail
 cd "$(dirname "$0")"
 here=$(pwd)
@@ -160,6 +163,12 @@ case "$cmd" in
     done
     SVC_CONFORMANCE_HISTORY=1 exec "$venv/bin/python" -m pytest tests/selftest/test_bug_history.py -v "$@"
     ;;
+  diff)
+    # Differential testing (docs/differential.md): e.g. bash run.sh diff reference kube-proxy --budget 10m
+    setup diff
+    if wants_kube_proxy "$@"; then build_kube "$(kube_proxy_version "$@")" >/dev/null; fi
+    exec "$venv/bin/python" -m harness.diff "$@"
+    ;;
   tests)
     setup tests
     # tests/selftest/test_kube_proxy.py runs real kube-proxy: one release, the default;
@@ -173,7 +182,7 @@ case "$cmd" in
     exec "$venv/bin/python" -m pytest tests/ -n 2 --junitxml=reports/tests-junit.xml "$@"
     ;;
   *)
-    echo "usage: bash run.sh conformance|tests|matrix|bugs|history [pytest args] | build-kube [VERSION...]" >&2
+    echo "usage: bash run.sh conformance|tests|matrix|bugs|history [pytest args] | build-kube [VERSION...] | diff A B [--budget 10m] [--seed N]" >&2
     exit 2
     ;;
 esac
