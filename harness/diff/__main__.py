@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,10 @@ from harness.diff.report import render
 from harness.diff.run import options_for
 from harness.options import ClusterOptions
 from harness.proxiers import ProxierConfigError
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def budget_seconds(text: str) -> float:
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
           f"control plane {plane}, output in {out}", flush=True)
     camp = Campaign(a, b, seed, args.budget, out / "cases", declared, args.shrink_runs,
                     args.max_cases, say=lambda t: print(t, flush=True))
+    # SIGTERM as Ctrl-C: the cluster being run is torn down, the summary still written
+    signal.signal(signal.SIGTERM, _interrupt)
     camp.run()
     summary = camp.summary()
     findings = [f.to_dict() for f in camp.findings]

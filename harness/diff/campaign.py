@@ -81,6 +81,7 @@ class Campaign:
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
     deadline: float = float("inf")
+    interrupted: bool = False
 
     # -- comparing one document --------------------------------------------------------
     def disagreements(self, case: int, doc: dict[str, Any], ra: dict[str, FlowOutcome],
@@ -145,16 +146,20 @@ class Campaign:
         self.deadline = deadline = t0 + self.budget_s
         kinds: set[tuple[Any, ...]] = set()
         batch = 0
-        while time.monotonic() < deadline:
-            for doc in generate_cases(self.seed * 1000 + batch, BATCH):
-                if time.monotonic() >= deadline or self.max_cases is not None \
-                        and self.cases >= self.max_cases:
-                    break
-                self.one_case(doc, kinds)
-            else:
-                batch += 1
-                continue
-            break
+        try:
+            while time.monotonic() < deadline:
+                for doc in generate_cases(self.seed * 1000 + batch, BATCH):
+                    if time.monotonic() >= deadline or self.max_cases is not None \
+                            and self.cases >= self.max_cases:
+                        break
+                    self.one_case(doc, kinds)
+                else:
+                    batch += 1
+                    continue
+                break
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.say("interrupted: the summary covers the cases finished so far")
         self.seconds = time.monotonic() - t0
 
     def one_case(self, doc: dict[str, Any], kinds: set[tuple[Any, ...]]) -> None:
@@ -194,5 +199,5 @@ class Campaign:
                                              for f in declared)),
             "kinds": len({f.kind() for f in found}),
             "scenarios": [f.scenario for f in found if f.scenario],
-            "errors": dict(self.errors),
+            "errors": dict(self.errors), "interrupted": self.interrupted,
         }
