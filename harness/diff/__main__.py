@@ -24,8 +24,14 @@ from harness.diff.run import options_for
 from harness.options import ClusterOptions
 from harness.proxiers import ProxierConfigError
 
+_MAIN_PID = os.getpid()
+
 
 def _interrupt(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked helper (a probe in a namespace): die as before
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -72,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         sides = []
         for name, cmd, caps in ((args.a, args.a_cmd, args.a_caps), (args.b, args.b_cmd, args.b_caps)):
             opts = options_for(name, base, cmd, caps)
-            sides.append((name, opts, opts.proxier_spec()))
+            # the control plane is chosen below, for both sides; validate with one that works
+            sides.append((name, opts, replace(opts, control_plane="api").proxier_spec()))
     except (ProxierConfigError, DeclaredError) as e:
         print(f"harness.diff: {e}", file=sys.stderr)
         return 2
