@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.diff.campaign import Campaign, Side
-from harness.diff.declared import DEFAULT_FILE, DeclaredError, load_declared
+from harness.diff.declared import DeclaredError, load_declared
 from harness.diff.report import render
 from harness.diff.run import options_for
 from harness.options import ClusterOptions
@@ -61,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iptables", default="nft", choices=("nft", "legacy"))
     p.add_argument("--control-plane", default=None, choices=("statedir", "api", "kube-apiserver"),
                    help="default: api when either proxier reads only from an API, else statedir")
-    p.add_argument("--declared", default=str(DEFAULT_FILE), help="declared differences file")
+    p.add_argument("--declared", default=None,
+                   help="declared differences file (default: known-gaps/diff/declared.yaml)")
     p.add_argument("--out", default="reports/diff", help="output directory")
     return p
 

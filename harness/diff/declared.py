@@ -30,7 +30,15 @@ import yaml
 
 from harness.diff.outcome import CLASSES
 
-DEFAULT_FILE = Path(__file__).resolve().parents[2] / "known-gaps" / "diff" / "declared.yaml"
+
+def default_file() -> Path:
+    """The shipped declared differences (a checkout's ``known-gaps/diff/declared.yaml``, or
+    the installed suite's copy)."""
+    from harness.suite import locate
+
+    return locate().known_gaps / "diff" / "declared.yaml"
+
+
 _KEYS = {"between", "class", "when", "reason", "link"}
 
 
@@ -60,9 +68,10 @@ class Declared:
         return True
 
 
-def load_declared(path: str | Path = DEFAULT_FILE) -> list[Declared]:
-    """The entries of a declared differences file (none when it does not exist)."""
-    path = Path(path)
+def load_declared(path: str | Path | None = None) -> list[Declared]:
+    """The entries of a declared differences file (default: the shipped one; none when it
+    does not exist)."""
+    path = Path(path) if path is not None else default_file()
     if not path.is_file():
         return []
     try:
