@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from lightkube.models.core_v1 import ServiceSpec
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
@@ -248,6 +249,14 @@ def _skipped_by_labels(obj: Service | EndpointSlice) -> bool:
     return label in _labels(obj)
 
 
+def external_policy_local(spec: ServiceSpec) -> bool:
+    """kube-proxy's apiservice.ExternalPolicyLocal: externalTrafficPolicy Local on an
+    externally accessible Service (NodePort, LoadBalancer, or ClusterIP with externalIPs)."""
+    accessible = spec.type in ("NodePort", "LoadBalancer") or (
+        spec.type in (None, "ClusterIP") and bool(spec.externalIPs))
+    return accessible and spec.externalTrafficPolicy == "Local"
+
+
 def _service_ports(b: _Builder, svc: Service) -> list[ServicePortInfo] | None:
     """The service's ports for this family; None when kube-proxy does not proxy it."""
     ns, name = svc.metadata.namespace, svc.metadata.name
@@ -299,11 +308,7 @@ def _service_ports(b: _Builder, svc: Service) -> list[ServicePortInfo] | None:
         if net.version == family:
             ranges.append(str(net))
 
-    # kube-proxy's ExternalPolicyLocal: only for externally accessible Services, which
-    # includes a ClusterIP Service with externalIPs (pkg/api/v1/service ExternallyAccessible)
-    accessible = spec.type in ("NodePort", "LoadBalancer") or (
-        spec.type in (None, "ClusterIP") and bool(spec.externalIPs))
-    etp_local = accessible and spec.externalTrafficPolicy == "Local"
+    etp_local = external_policy_local(spec)
     itp_local = spec.internalTrafficPolicy == "Local"
     timeout = None
     if spec.sessionAffinity == "ClientIP":

@@ -297,6 +297,13 @@ def _externalname_keeps_rules() -> None:
     _wrap_state("_service_ports", make)
 
 
+def _etp_local_nodeport_types_only() -> None:
+    # Found by harness.diff against kube-proxy v1.37.2, whose ExternalPolicyLocal also counts
+    # a ClusterIP Service with externalIPs as externally accessible.
+    proxystate.external_policy_local = (
+        lambda spec: spec.type in ("NodePort", "LoadBalancer") and spec.externalTrafficPolicy == "Local")
+
+
 FAULTS_LIST: list[Fault] = [
     Fault("hairpin-masquerade-tcp-only", "hairpin traffic is masqueraded for TCP Services only",
           _hairpin_masquerade_tcp_only, ("service/hairpin/clusterip-sees-node-address",)),
@@ -346,5 +353,10 @@ FAULTS_LIST: list[Fault] = [
           _externalname_keeps_rules, ("service/type-change/externalname",)),
     Fault("stale-port-kept", "after a port change the old port and nodePort still work",
           _stale_port_kept, ("service/port-change/old-port-stops",)),
+    Fault("etp-local-nodeport-types-only",
+          "externalTrafficPolicy Local is honoured only on NodePort and LoadBalancer Services, "
+          "not on a ClusterIP Service with externalIPs (the reference before differential testing)",
+          _etp_local_nodeport_types_only, ("scenario/diff/etp-local-external-ip-pod-source",),
+          pytest_args=("scenarios/diff/etp-local-external-ip-pod-source.yaml",)),
 ]
 

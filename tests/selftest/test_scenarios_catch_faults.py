@@ -1,4 +1,5 @@
-"""Each bug reproduction in scenarios/bugs/ fails against the faulty proxier that puts the
+"""Each bug reproduction in scenarios/bugs/ (and each kept differential finding in
+scenarios/diff/) fails against the faulty proxier that puts the
 historical bug back (its ``caught_by_fault``), and every such fault exists.
 
 The scenario runs in a child pytest with the fault's proxier command; the child must exit
@@ -20,7 +21,8 @@ from harness.scenario import load_scenario
 from tests.faulty.faults import FAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
-BUGS = sorted((ROOT / "scenarios" / "bugs").glob("*.yaml"))
+BUGS = sorted([*(ROOT / "scenarios" / "bugs").glob("*.yaml"),
+               *(ROOT / "scenarios" / "diff").glob("*.yaml")])
 CAPABILITIES = ("acks,localhost-nodeports,masquerade-mark,affinity,reject-no-endpoints,invalid-drop,"
                 "health-check-nodeport,udp-conntrack-cleanup,ipv6")
 CAUGHT = [(p, load_scenario(p).caught_by_fault) for p in BUGS]
@@ -57,7 +59,7 @@ def test_scenario_fails_against_its_fault(path, fault, tmp_path):
         f"{proc.returncode}, expected 1 (the scenario failed)\n{output}")
     report = json.loads((report_dir / "report.json").read_text())
     outcomes = {r.get("behavior"): r["outcome"] for r in report["checks"]}
-    bid = f"scenario/bugs/{path.stem}"
+    bid = f"scenario/{path.parent.name}/{path.stem}"
     assert outcomes.get(bid) == "failed", (
         f"{path.name} against fault {fault}: outcome {outcomes.get(bid)!r}, expected failed\n{output}")
     # a scenario's failure carries the same evidence as a conformance check's
