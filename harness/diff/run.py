@@ -2,8 +2,8 @@
 
 The cluster is the scenario runner's (``harness.lifecycle.running_cluster`` with the run's
 ``ClusterOptions``, the document's topology, its objects published and synced); each flow
-sends ``outcome.FIRST_PROBES`` probes, and when any is answered enough more to see every
-endpoint of its Service (``outcome.probe_count``). Nothing is judged here.
+sends enough probes to see every endpoint of its Service (``outcome.probe_count``).
+Nothing is judged here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from harness.controlplane.statedir import SyncTimeout
 from harness.diff.facts import candidates
 from harness.diff.generate import document_text
-from harness.diff.outcome import FIRST_PROBES, FlowOutcome, outcome_of, probe_count
+from harness.diff.outcome import FlowOutcome, outcome_of, probe_count
 from harness.lifecycle import ClusterStartFailed, running_cluster
 from harness.options import ClusterOptions
 from harness.proxiers.process import ProxierCrashed
@@ -49,16 +49,15 @@ def host_namer(env: Any) -> Any:
 
 
 def run_flow(env: Any, doc: dict[str, Any], flow: dict[str, Any], name_of: Any) -> FlowOutcome:
-    """Probe one flow: a few probes, then the rest when any was answered."""
+    """Probe one flow: ``probe_count`` probes, in parallel, each waiting the harness's
+    silence window (``harness.timing``). All of them even when the first meet silence: a
+    flow answered only part of the time (asymmetric routes, one endpoint of three
+    reachable) must not pass for a silent one."""
     topo = env.topology
     host = topo.hosts[flow["from"]]
     dst = topo.nodes[flow["to"]].ip if flow["to"] in topo.nodes else flow["to"]
-    proto = flow.get("protocol", "TCP").lower()
-    # the harness's window for "nothing arrives" (harness.timing: silence)
-    obs = probe(host, dst, flow["port"], proto, count=FIRST_PROBES, timeout=env.timing.silence_s)
-    if any(o.pod for o in obs):
-        more = probe_count(candidates(doc, flow)) - FIRST_PROBES
-        obs += probe(host, dst, flow["port"], proto, count=more)
+    obs = probe(host, dst, flow["port"], flow.get("protocol", "TCP").lower(),
+                count=probe_count(candidates(doc, flow)), timeout=env.timing.silence_s)
     return outcome_of(obs, name_of)
 
 

@@ -165,7 +165,7 @@ def test_outcome_sets_endpoints_refusals_silence_and_sources():
 
 
 def test_probe_count_sees_every_endpoint_with_high_probability():
-    assert probe_count(0) == probe_count(1) == 8
+    assert probe_count(0) == probe_count(1) == 21
     assert probe_count(2) == 21 and probe_count(4) == 53
 
 
