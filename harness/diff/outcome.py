@@ -15,7 +15,8 @@ Disagreement classes (``compare``):
 * ``refusal``: neither answered, and they refused differently (ICMP port unreachable,
   another ICMP, TCP reset, silence);
 * ``partial``: both answered, but only one also met refusals or silence;
-* ``source``: the endpoints saw different source hosts (masquerading differs).
+* ``source``: the endpoints saw different source hosts (masquerading differs; with
+  affinity only when the same endpoint answered).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def compare(a: FlowOutcome, b: FlowOutcome, *, sticky: bool = False) -> list[str
             out.append("endpoints")
         if bool(a.refused or a.silent) != bool(b.refused or b.silent):
             out.append("partial")
-        if a.seen != b.seen:
+        # with affinity the source seen depends on the endpoint drawn (a pod reaching
+        # itself is masqueraded to its gateway, another endpoint sees the node)
+        if a.seen != b.seen and (not sticky or a.answered == b.answered):
             out.append("source")
     elif a.refused != b.refused or bool(a.silent) != bool(b.silent):
         out.append("refusal")

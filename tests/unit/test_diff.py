@@ -194,6 +194,12 @@ def test_compare_refusals_and_affinity():
     assert compare(one, other) == ["endpoints"]
     assert compare(one, other, sticky=True) == []  # each proxier sticks to one at random
     assert compare(one, FlowOutcome(frozenset({"ep0:80", "ep1:80"})), sticky=True) == ["endpoints"]
+    # a pod sticking to itself sees its gateway, to another endpoint the node: not a finding
+    self_ = FlowOutcome(frozenset({"ep0:80"}), seen=frozenset({"node-a (pod gateway)"}))
+    other_ = FlowOutcome(frozenset({"ep1:80"}), seen=frozenset({"node-a"}))
+    assert compare(self_, other_, sticky=True) == []
+    assert compare(self_, FlowOutcome(frozenset({"ep0:80"}), seen=frozenset({"node-a"})),
+                   sticky=True) == ["source"]
 
 
 # ------------------------------------------------------------------------ declared
