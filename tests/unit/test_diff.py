@@ -237,8 +237,13 @@ def test_declared_file_errors_name_the_entry(tmp_path, entry):
         dcl.load_declared(p)
 
 
-def test_the_shipped_declared_file_loads():
-    assert dcl.load_declared()
+def test_the_shipped_declared_file_loads_and_names_only_known_facts():
+    entries = dcl.load_declared()
+    assert entries
+    doc = next(d for d in CASES if any(flow_facts(d, f)["dest"] == "clusterip" for f in d["flows"]))
+    known = set(flow_facts(doc, next(f for f in doc["flows"] if flow_facts(doc, f)["dest"] == "clusterip")))
+    for e in entries:
+        assert set(e.when) <= known, f"{e.reason[:60]}: unknown facts {set(e.when) - known}"
 
 
 # ------------------------------------------------------------------------ shrinking
