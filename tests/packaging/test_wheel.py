@@ -113,8 +113,8 @@ def test_the_wheel_holds_the_checks_scenarios_gaps_and_go_module(wheel: Path) ->
         assert f"{suite}conformance/{f.name}" in names
     for f in (ROOT / "scenarios").rglob("*.yaml"):
         assert f"{suite}scenarios/{f.relative_to(ROOT / 'scenarios').as_posix()}" in names
-    for f in (ROOT / "known-gaps").glob("*.yaml"):
-        assert f"{suite}known_gaps/{f.name}" in names
+    for f in (ROOT / "known-gaps").rglob("*.yaml"):  # diff/declared.yaml too (harness.diff)
+        assert f"{suite}known_gaps/{f.relative_to(ROOT / 'known-gaps').as_posix()}" in names
     for f in (ROOT / "gobuild").rglob("*"):
         if f.is_file():
             assert f"{suite}gobuild/{f.relative_to(ROOT / 'gobuild').as_posix()}" in names
@@ -177,7 +177,7 @@ def test_list_from_the_installed_wheel(venv: Path, empty: Path) -> None:
     assert by_id["service/affinity/clientip/sticky-within-timeout"]["requires"] == ["affinity"]
     # node ids as in the repository: pytest's rootdir is the installed suite root
     nodeids = [n for b in data["behaviours"] for n in b["nodeids"]]
-    assert all(n.startswith(("conformance/test_", "scenarios/bugs/")) for n in nodeids)
+    assert all(n.startswith(("conformance/test_", "scenarios/bugs/", "scenarios/diff/")) for n in nodeids)
     text = svc(venv, empty, "list").stdout
     assert "fault     (not installed)" in text and "MUST" in text
 
