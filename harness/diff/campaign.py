@@ -49,6 +49,9 @@ class Finding:
     a: FlowOutcome
     b: FlowOutcome
     declared: str | None = None
+    #: re-run once before shrinking: False when the two agreed that time (a random draw,
+    #: e.g. an affinity choice over an asymmetric route, decided the first outcome)
+    reproduced: bool | None = None
     scenario: str | None = None  # the shrunk scenario file
     removed: list[str] = field(default_factory=list)
     shrink_runs: int = 0
@@ -60,7 +63,8 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         return {"case": self.case, "flow": self.flow["name"], "class": self.cls,
                 "facts": self.facts, "a": self.a.to_dict(), "b": self.b.to_dict(),
-                "declared": self.declared, "scenario": self.scenario,
+                "declared": self.declared, "reproduced": self.reproduced,
+                "scenario": self.scenario,
                 "removed": self.removed, "shrink_runs": self.shrink_runs}
 
 
@@ -183,18 +187,26 @@ class Campaign:
                 self.say(f"  {f.cls} on {f.flow['name']!r}: {self.a.name}: {f.a.text()} | "
                          f"{self.b.name}: {f.b.text()}")
         if new:  # one shrink per case (a case's findings often share a cause); others later
-            kinds.add(new[0].kind())
-            self.shrink_and_write(new[0], doc, (ra.outcomes, rb.outcomes))
+            f = new[0]
+            last: dict[str, Any] = {}
+            f.reproduced = self.still_disagrees(f, last)(doc)
+            if not f.reproduced:
+                self.say(f"  not reproduced on a second run of both: not shrunk ({f.flow['name']!r})")
+                return
+            kinds.add(f.kind())
+            self.shrink_and_write(f, doc, last["outcomes"])
 
     def summary(self) -> dict[str, Any]:
-        found = [f for f in self.findings if not f.declared]
+        found = [f for f in self.findings if not f.declared and f.reproduced is not False]
         declared = [f for f in self.findings if f.declared]
+        unstable = [f for f in self.findings if f.reproduced is False]
         return {
             "a": self.a.name, "b": self.b.name, "seed": self.seed, "cases": self.cases,
             "flows": self.flows, "seconds": round(self.seconds, 1),
             "cases_per_minute": round(self.cases / (self.seconds / 60), 2) if self.seconds else 0,
             "disagreements": dict(Counter(f.cls for f in found)),
             "declared": dict(Counter(f.cls for f in declared)),
+            "not_reproduced": dict(Counter(f.cls for f in unstable)),
             "declared_reasons": dict(Counter((f.declared or "").split(" (http")[0]
                                              for f in declared)),
             "kinds": len({f.kind() for f in found}),

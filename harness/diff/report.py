@@ -26,6 +26,8 @@ PAGE = """<!DOCTYPE html>
 {% if f.scenario %}<details><summary>shrunk scenario {{ f.scenario }} ({{ f.shrink_runs }} runs)</summary>
 <pre>{{ texts.get(f.scenario, "") }}</pre></details>{% endif %}
 </div>{% endfor %}
+{% if s.not_reproduced %}<p class="warn">Not reproduced on a second run of both proxiers (a random
+draw decided them; not counted above): {{ s.not_reproduced }}</p>{% endif %}
 <h2>Declared differences ({{ declared|length }})</h2>
 <table><tr><th>reason</th><th>flows</th></tr>
 {% for r, n in s.declared_reasons.items() %}<tr><td>{{ r }}</td><td class="n">{{ n }}</td></tr>{% endfor %}</table>
@@ -48,5 +50,5 @@ def render(summary: dict[str, Any], findings: list[dict[str, Any]]) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(PAGE).render(
         s=summary, css=CSS, classes=CLASSES, texts=texts,
-        found=[f for f in findings if not f["declared"]],
+        found=[f for f in findings if not f["declared"] and f.get("reproduced") is not False],
         declared=[f for f in findings if f["declared"]])

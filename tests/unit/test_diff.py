@@ -329,3 +329,30 @@ def test_expectation_of_each_outcome():
     assert expectation(FlowOutcome(silent=4), doc, "UDP") == {"expect": "drop"}
     assert expectation(FlowOutcome(refused=frozenset({"reset"})), doc, "TCP") == {"expect": {"untouched": "reset"}}
     assert expectation(FlowOutcome(frozenset({"not-an-endpoint:80"})), doc, "TCP") == {"expect": {"untouched": "any"}}
+
+
+# ------------------------------------------------------------------------ the campaign
+
+
+def test_a_disagreement_not_reproduced_on_a_second_run_is_counted_apart(tmp_path):
+    from harness.diff.campaign import Campaign, Side
+    from harness.diff.run import CaseRun
+    from harness.options import ClusterOptions
+
+    doc = CASES[0]
+    name = doc["flows"][0]["name"]
+    answered = FlowOutcome(frozenset({"x:1"}), probes=21)
+    silent = FlowOutcome(silent=21, probes=21)
+    runs = iter([(answered, silent), (answered, answered)])  # then agreement
+
+    class Stub(Campaign):
+        def run_both(self, d):
+            a, b = next(runs)
+            return CaseRun({name: a}), CaseRun({name: b})
+
+    side = Side("x", ClusterOptions(), frozenset())
+    camp = Stub(side, Side("y", ClusterOptions(), frozenset()), 1, 60, tmp_path, say=lambda t: None)
+    camp.one_case(doc, set())
+    s = camp.summary()
+    assert s["disagreements"] == {} and s["not_reproduced"] == {"answered-vs-not": 1}
+    assert s["scenarios"] == [] and camp.findings[0].reproduced is False
