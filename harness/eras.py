@@ -68,6 +68,16 @@ PROFILES: dict[str, Profile] = {p.behaviour: p for p in (
         "https://github.com/kubernetes/kubernetes/pull/134623",
         ("v1.20.15", "v1.33.13", "v1.36.3", "v1.37.2"),
     ),
+    Profile(
+        "service/proxier-health/healthy-after-sync",
+        "How does /healthz write lastUpdated?",
+        (Era(None, "v1.33.0", "go-time-string",
+             "fmt %q of a time.Time: '2006-01-02 15:04:05.999999999 -0700 MST m=+1.5'"),
+         Era("v1.33.0", None, "rfc3339",
+             "the body is a JSON-encoded struct (per-family health added): RFC 3339 times")),
+        "https://github.com/kubernetes/kubernetes/pull/129271",
+        ("v1.31.14", "v1.33.13", "v1.36.3", "v1.37.2"),
+    ),
 )}
 
 

@@ -85,17 +85,19 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
 )
 
 # The first kube-proxy release with each feature on by default (its feature gate's beta or
-# GA): an older release runs without it and skips the checks. Only v1.37.2 was run here.
+# GA): an older release runs without it and skips the checks. Runs of v1.31.14, v1.33.13,
+# v1.36.3 and v1.37.2: docs/service-features-by-release.md.
 KUBE_PROXY_SINCE: dict[str, tuple[int, int]] = {
     "topology-hints": (1, 24),   # TopologyAwareHints beta, on by default
     "node-hints": (1, 34),       # PreferSameTrafficDistribution beta (KEP-3015); GA in v1.35
     "lb-ip-mode": (1, 30),       # LoadBalancerIPMode beta (KEP-1860)
     "proxier-healthz": (1, 31),  # KubeProxyDrainingTerminatingNodes GA (KEP-3836): /livez, node drain
-    # ServiceCIDR objects read by default once MultiCIDRServiceAllocator is GA; older
-    # releases are not claimed (unverified)
+    # ServiceCIDR objects read by default once MultiCIDRServiceAllocator is GA: v1.31.14's
+    # nftables mode refuses unexposed ClusterIP ports but routes unallocated addresses on
     "clusterip-check": (1, 33),
-    # the other mode's rules removed at start (platformCleanup); older releases unverified
-    "other-mode-cleanup": (1, 33),
+    # the other mode's rules removed at start (platformCleanup): seen in both modes of
+    # v1.31.14, v1.33.13, v1.36.3, v1.37.2; older releases unverified
+    "other-mode-cleanup": (1, 31),
 }
 
 

@@ -22,6 +22,15 @@ def test_an_era_profile_answers_per_release_and_today_for_other_proxiers():
         eras.expectation("service/nope", None)
 
 
+def test_healthz_time_notation_changed_in_v1_33():
+    b = "service/proxier-health/healthy-after-sync"
+    assert eras.expectation(b, "v1.31.14") == "go-time-string"
+    assert eras.expectation(b, "v1.32.13") == "go-time-string"
+    assert eras.expectation(b, "v1.33.0") == "rfc3339"
+    assert eras.expectation(b, None) == "rfc3339"
+    assert "129271" in eras.describe(b, "v1.31.14")
+
+
 def test_every_profile_covers_every_release_once_and_was_verified():
     for p in eras.PROFILES.values():
         assert p.verified_with, p.behaviour
