@@ -392,7 +392,10 @@ def build(version: str, components: list[str], log=print) -> dict[str, dict[str,
             tmp.rename(out)
             results[c] = {"seconds": round(time.monotonic() - start, 1)}
     record_path = vdir / "build.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    try:
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    except json.JSONDecodeError:
+        record = {}  # a record from a build killed mid-write: rewritten below
     record.setdefault("version", str(v))
     record.setdefault("components", {})
     subs = vdir / "substitutions.json"
@@ -412,7 +415,10 @@ def build(version: str, components: list[str], log=print) -> dict[str, dict[str,
         entry["size_bytes"] = path.stat().st_size
         results.setdefault(c, {"seconds": 0.0})["size_bytes"] = entry["size_bytes"]
     vdir.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    # written aside and renamed: a concurrent build of the same release never reads half of it
+    tmp_record = record_path.with_name(f".build.json.{os.getpid()}")
+    tmp_record.write_text(json.dumps(record, indent=2) + "\n")
+    tmp_record.replace(record_path)
     return results
 
 
