@@ -509,6 +509,9 @@ class Topology:
         # One client stands in for many hosts: with the default ICMP rate limit (burst 6,
         # then 1/s per destination) the 7th REJECT in a second would look like a DROP.
         node.sysctl("net.ipv4.icmp_ratemask", 0)
+        # the same for ICMPv6 errors (no ratemask there to clear: a zero interval lets each
+        # one through); three rejected UDP probes in a row lost their third reply to it
+        node.sysctl("net.ipv6.icmp.ratelimit", 0)
         ipr = self._nl(node.netns)
         ipr.route("add", dst="default", gateway=str(r.router))
         for other in self.nodes.values():
