@@ -245,3 +245,32 @@ def test_udp_flow_stops_when_its_service_is_deleted(cluster, timing):
         f"{svc.cluster_ip}:80 ({after}); its conntrack entries must go with the Service.\n"
         f"stale entries on {node.name}:\n{entries_text(left)}"
     )
+
+
+@pytest.mark.behavior(
+    "service/udp/conntrack/removed-port-flow-stops",
+    must="When a UDP port is removed from a Service that keeps others, a flow that was reaching "
+         "an endpoint through it MUST NOT keep reaching it through the removed port.",
+    ref="https://github.com/kubernetes/kubernetes/pull/141371",
+)
+@pytest.mark.requires("udp-conntrack-cleanup")
+def test_udp_flow_stops_when_its_service_port_is_removed(cluster, timing):
+    # The DNS shape: one number on TCP and UDP; the UDP one goes. kube-proxy keys service
+    # ports by protocol, so the UDP port is a deleted service port of a Service that stays.
+    old = cluster.add_pod(cluster.nodes[0], ports=[(8080, "tcp"), (8080, "udp")])
+    tcp = PortSpec(80, 8080, "TCP", "dns-tcp")
+    svc = cluster.create_service([old], ports=[tcp, PortSpec(80, 8080, "UDP", "dns")])
+    node = cluster.nodes[1]
+    src = cluster.add_pod(node)
+    (first,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT)
+    assert first.pod == old.name, f"the flow never started: {first}"
+
+    svc.update(ports=[tcp])
+    svc.set_endpoints([old])  # the slice's ports follow the Service's
+    left = wait_no_stale(timing, node, svc, 80, set())
+    (after,) = probe(src, svc.cluster_ip, 80, "udp", sport=SPORT, timeout=timing.silence_s)
+    assert after.pod is None and not left, (
+        f"flow {src.ip}:{SPORT} still reached {after.pod} through {svc.cluster_ip}:80/UDP, a "
+        f"port the Service no longer has ({after}); its conntrack entries must go with it.\n"
+        f"stale entries on {node.name}:\n{entries_text(left)}"
+    )
