@@ -29,6 +29,12 @@ from harness.options import ClusterOptions
 #: aims at and the Service properties that decide its fate, not the protocol or the host
 KIND_FACTS = ("dest", "type", "etp", "itp", "affinity", "source_ranges", "ipmode")
 BATCH = 20
+#: runs of both proxiers that must each show a ClientIP-affinity flow's disagreement, the
+#: same way round, before it counts (confirming) or a shrinking step is kept. Each proxier
+#: sticks to one endpoint drawn at random, so where some endpoints are reached over an
+#: asymmetric route the flow is all answered or all silent by the draw: two fair draws
+#: give one given disagreement with probability 1/4 per run, (1/4)^4 < 0.4% four times.
+STICKY_RUNS = 4
 
 
 @dataclass
@@ -49,12 +55,18 @@ class Finding:
     a: FlowOutcome
     b: FlowOutcome
     declared: str | None = None
-    #: re-run once before shrinking: False when the two agreed that time (a random draw,
-    #: e.g. an affinity choice over an asymmetric route, decided the first outcome)
+    #: re-run before shrinking (once; ``STICKY_RUNS`` times with ClientIP affinity): False
+    #: when a re-run did not show it the same way round (a random draw, e.g. an affinity
+    #: choice over an asymmetric route, decided the first outcome); None: not re-run (a
+    #: kind already shrunk)
     reproduced: bool | None = None
     scenario: str | None = None  # the shrunk scenario file
     removed: list[str] = field(default_factory=list)
     shrink_runs: int = 0
+
+    @property
+    def sticky(self) -> bool:
+        return bool(self.facts.get("affinity"))
 
     def kind(self) -> tuple[Any, ...]:
         return (self.cls, *(self.facts.get(k) for k in KIND_FACTS),
@@ -110,16 +122,24 @@ class Campaign:
     # -- shrinking one finding ---------------------------------------------------------
     def still_disagrees(self, f: Finding, last: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
         """The shrinker's test: the two proxiers still disagree on f's flow, in f's class
-        (the outcomes of the last such run are kept in ``last`` for the file's comments)."""
-        def check(doc: dict[str, Any]) -> bool:
+        and the same way round, on one run of both (``STICKY_RUNS`` runs for a flow with
+        ClientIP affinity); the outcomes of the last such run are kept in ``last`` for the
+        file's comments."""
+        want = direction(f.cls, f.a, f.b)
+
+        def once(doc: dict[str, Any]) -> bool:
             ra, rb = self.run_both(doc)
             if ra.error or rb.error:
                 return False
             ok = any(g.flow["name"] == f.flow["name"] and g.cls == f.cls and not g.declared
+                     and direction(g.cls, g.a, g.b) == want
                      for g in self.disagreements(f.case, doc, ra.outcomes, rb.outcomes))
             if ok:
                 last["outcomes"] = (ra.outcomes, rb.outcomes)
             return ok
+
+        def check(doc: dict[str, Any]) -> bool:
+            return all(once(doc) for _ in range(STICKY_RUNS if f.sticky else 1))
         return check
 
     def shrink_and_write(self, f: Finding, doc: dict[str, Any],
@@ -191,13 +211,15 @@ class Campaign:
             last: dict[str, Any] = {}
             f.reproduced = self.still_disagrees(f, last)(doc)
             if not f.reproduced:
-                self.say(f"  not reproduced on a second run of both: not shrunk ({f.flow['name']!r})")
+                runs = f"{STICKY_RUNS} more runs" if f.sticky else "a second run"
+                self.say(f"  not reproduced on {runs} of both: not shrunk ({f.flow['name']!r})")
                 return
             kinds.add(f.kind())
             self.shrink_and_write(f, doc, last["outcomes"])
 
     def summary(self) -> dict[str, Any]:
         found = [f for f in self.findings if not f.declared and f.reproduced is not False]
+        confirmed = [f for f in found if f.reproduced]
         declared = [f for f in self.findings if f.declared]
         unstable = [f for f in self.findings if f.reproduced is False]
         return {
@@ -205,6 +227,7 @@ class Campaign:
             "flows": self.flows, "seconds": round(self.seconds, 1),
             "cases_per_minute": round(self.cases / (self.seconds / 60), 2) if self.seconds else 0,
             "disagreements": dict(Counter(f.cls for f in found)),
+            "confirmed": dict(Counter(f.cls for f in confirmed)),
             "declared": dict(Counter(f.cls for f in declared)),
             "not_reproduced": dict(Counter(f.cls for f in unstable)),
             "declared_reasons": dict(Counter((f.declared or "").split(" (http")[0]
@@ -213,3 +236,17 @@ class Campaign:
             "scenarios": [f.scenario for f in found if f.scenario],
             "errors": dict(self.errors), "interrupted": self.interrupted,
         }
+
+
+def direction(cls: str, a: FlowOutcome, b: FlowOutcome) -> tuple[Any, ...]:
+    """Which way round outcomes ``a`` and ``b`` disagree in class ``cls`` (a repeat of a
+    disagreement must be the same way round: A answered and B silent, not the reverse)."""
+    if cls == "answered-vs-not":
+        return (bool(a.answered),)
+    if cls == "endpoints":
+        return (len(a.answered) - len(b.answered) > 0, len(a.answered) - len(b.answered) < 0)
+    if cls == "partial":
+        return (bool(a.refused or a.silent),)
+    if cls == "refusal":
+        return (tuple(sorted(a.refused)), bool(a.silent), tuple(sorted(b.refused)), bool(b.silent))
+    return (tuple(sorted(a.seen)), tuple(sorted(b.seen)))

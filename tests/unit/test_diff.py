@@ -356,3 +356,59 @@ def test_a_disagreement_not_reproduced_on_a_second_run_is_counted_apart(tmp_path
     s = camp.summary()
     assert s["disagreements"] == {} and s["not_reproduced"] == {"answered-vs-not": 1}
     assert s["scenarios"] == [] and camp.findings[0].reproduced is False
+
+
+def _stub_campaign(tmp_path, doc, outcomes, flow_name):
+    from harness.diff.campaign import Campaign, Side
+    from harness.diff.run import CaseRun
+    from harness.options import ClusterOptions
+
+    runs = iter(outcomes)
+
+    class Stub(Campaign):
+        def run_both(self, d):
+            a, b = next(runs)
+            return CaseRun({flow_name: a}), CaseRun({flow_name: b})
+
+        def shrink_and_write(self, f, doc, outcomes):  # the confirmation is under test
+            f.scenario = "shrunk.yaml"
+
+    return Stub(Side("x", ClusterOptions(), frozenset()), Side("y", ClusterOptions(), frozenset()),
+                1, 60, tmp_path, say=lambda t: None)
+
+
+def _affinity_case():
+    for doc in CASES:
+        for flow in doc["flows"]:
+            if flow_facts(doc, flow).get("affinity"):
+                return {**doc, "flows": [flow]}, flow["name"]
+    raise AssertionError("no generated case has a flow to a ClientIP-affinity Service")
+
+
+def test_an_affinity_flow_must_disagree_the_same_way_on_every_confirming_run(tmp_path):
+    from harness.diff.campaign import STICKY_RUNS
+
+    doc, name = _affinity_case()
+    yes = FlowOutcome(frozenset({"x:1"}), probes=21)
+    no = FlowOutcome(silent=21, probes=21)
+    # the draws flip on the third re-run: A silent and B answered is not the same finding
+    camp = _stub_campaign(tmp_path, doc, [(yes, no), (yes, no), (yes, no), (no, yes), (yes, no)], name)
+    camp.one_case(doc, set())
+    assert camp.findings[0].reproduced is False and camp.summary()["not_reproduced"] == {"answered-vs-not": 1}
+
+    camp = _stub_campaign(tmp_path, doc, [(yes, no)] * (1 + STICKY_RUNS), name)
+    camp.one_case(doc, set())
+    s = camp.summary()
+    assert camp.findings[0].reproduced is True
+    assert s["confirmed"] == s["disagreements"] == {"answered-vs-not": 1}
+
+
+def test_a_flow_without_affinity_is_confirmed_by_one_more_run(tmp_path):
+    doc, flow = next((d, f) for d in CASES for f in d["flows"]
+                     if not flow_facts(d, f).get("affinity"))
+    doc = {**doc, "flows": [flow]}
+    yes = FlowOutcome(frozenset({"x:1"}), probes=21)
+    no = FlowOutcome(silent=21, probes=21)
+    camp = _stub_campaign(tmp_path, doc, [(yes, no), (yes, no)], flow["name"])
+    camp.one_case(doc, set())
+    assert camp.findings[0].reproduced is True and camp.summary()["confirmed"] == {"answered-vs-not": 1}
