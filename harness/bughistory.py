@@ -39,6 +39,7 @@ class Pair:
     buggy: str | None
     fixed: str | None
     why_not: str = ""  # why there is no runnable pair
+    proxier: str = "kube-proxy"  # the suite's adapter for the bug's mode (proxier_for)
 
     @property
     def runnable(self) -> bool:
@@ -47,6 +48,13 @@ class Pair:
 
 def bug_scenarios() -> list[Scenario]:
     return [load_scenario(p) for p in sorted(BUGS.glob("*.yaml"))]
+
+
+def proxier_for(sc: Scenario) -> str:
+    """The adapter that runs ``sc``'s bug: kube-proxy-nft for a bug of nftables mode only
+    (iptables mode never had it), else kube-proxy (iptables mode)."""
+    modes = set(sc.history.modes) if sc.history is not None and sc.history.modes else set()
+    return "kube-proxy-nft" if "nftables" in modes and "iptables" not in modes else "kube-proxy"
 
 
 def pair_for(sc: Scenario, built: list[str] | None = None) -> Pair:
@@ -82,7 +90,7 @@ def pair_for(sc: Scenario, built: list[str] | None = None) -> Pair:
     if missing:
         return Pair(sc.name, buggy, fixed, f"not built: {', '.join(missing)} "
                     f"(bash run.sh build-kube {' '.join(missing)})")
-    return Pair(sc.name, buggy, fixed)
+    return Pair(sc.name, buggy, fixed, proxier=proxier_for(sc))
 
 
 def needed_releases() -> list[str]:
