@@ -3,7 +3,9 @@
 For a scenario whose ``history:`` names a kube-proxy fix, the *pair* is the release before
 the fix (``last_buggy``) and the first release with it that can be run: the fix release
 itself (``fixed_in``, or the first cherry-pick after ``last_buggy``) when built, else the
-oldest built release that has the fix. ``pair_for`` says which, or why there is none.
+oldest built release that has the fix. ``pair_for`` says which, or why there is none, and
+in which mode: a bug of nftables mode only runs with kube-proxy-nft, any other with
+kube-proxy (iptables mode).
 ``run_scenario_on`` runs one scenario against one release over the API control plane and
 returns its record from the run's report.json.
 

@@ -3,8 +3,8 @@
 Each bug scenario whose ``history:`` names a kube-proxy fix is run against the last
 release before the fix, where it must fail on one of its flows (not on a harness or
 start-up error), and against the fix release, where it must pass (harness.bughistory picks
-the pair among the releases built). A scenario that passes on the buggy release does not
-reproduce its bug.
+the pair among the releases built; a bug of nftables mode only runs with kube-proxy-nft). A
+scenario that passes on the buggy release does not reproduce its bug.
 
 CI runs one pair whose releases ``bash run.sh tests`` builds: k8s-139628 (v1.36.3 before
 the fix, v1.37.2 with it). The whole sweep is opt-in (not even collected without it), ``bash run.sh history`` (environment
