@@ -3,7 +3,9 @@
 For a scenario whose ``history:`` names a kube-proxy fix, the *pair* is the release before
 the fix (``last_buggy``) and the first release with it that can be run: the fix release
 itself (``fixed_in``, or the first cherry-pick after ``last_buggy``) when built, else the
-oldest built release that has the fix. ``pair_for`` says which, or why there is none.
+oldest built release that has the fix. ``pair_for`` says which, or why there is none, and
+in which mode: a bug of nftables mode only runs with kube-proxy-nft, any other with
+kube-proxy (iptables mode).
 ``run_scenario_on`` runs one scenario against one release over the API control plane and
 returns its record from the run's report.json.
 
@@ -39,6 +41,7 @@ class Pair:
     buggy: str | None
     fixed: str | None
     why_not: str = ""  # why there is no runnable pair
+    proxier: str = "kube-proxy"  # the suite's adapter for the bug's mode (proxier_for)
 
     @property
     def runnable(self) -> bool:
@@ -47,6 +50,13 @@ class Pair:
 
 def bug_scenarios() -> list[Scenario]:
     return [load_scenario(p) for p in sorted(BUGS.glob("*.yaml"))]
+
+
+def proxier_for(sc: Scenario) -> str:
+    """The adapter that runs ``sc``'s bug: kube-proxy-nft for a bug of nftables mode only
+    (iptables mode never had it), else kube-proxy (iptables mode)."""
+    modes = set(sc.history.modes) if sc.history is not None and sc.history.modes else set()
+    return "kube-proxy-nft" if "nftables" in modes and "iptables" not in modes else "kube-proxy"
 
 
 def pair_for(sc: Scenario, built: list[str] | None = None) -> Pair:
@@ -82,7 +92,7 @@ def pair_for(sc: Scenario, built: list[str] | None = None) -> Pair:
     if missing:
         return Pair(sc.name, buggy, fixed, f"not built: {', '.join(missing)} "
                     f"(bash run.sh build-kube {' '.join(missing)})")
-    return Pair(sc.name, buggy, fixed)
+    return Pair(sc.name, buggy, fixed, proxier=proxier_for(sc))
 
 
 def needed_releases() -> list[str]:

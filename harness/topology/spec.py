@@ -449,7 +449,9 @@ def topology_from_objects(
     """Derive a ``TopologySpec`` from EndpointSlices (and Nodes), lightkube objects or dicts.
 
     One pod per distinct endpoint address, on the endpoint's ``nodeName``, listening on
-    the ports of every slice that lists the address (slice ports are target ports). Node
+    the ports of every slice that lists the address (slice ports are target ports), named
+    after its endpoint's targetRef (of an address listed twice, the endpoint not terminating:
+    a deleted pod's IP given to a new pod belongs to the new pod). Node
     objects give lan IPs (status.addresses InternalIP) and pod CIDRs (spec.podCIDR) when
     present; otherwise a node's pod CIDR is the node-sized subnet holding its endpoints.
     ``spec.pods`` holds the pods; they are also returned. Validated before returning.
@@ -509,19 +511,23 @@ def topology_from_objects(
                                     f"{sorted(node_specs)}", "add that Node or fix nodeName")
             node_specs.setdefault(node, NodeSpec(name=node))
             ref = _get(ep, "targetRef", "name")
+            terminating = bool(_get(ep, "conditions", "terminating"))
             for addr in _get(ep, "addresses") or ():
                 _addr(obj, "addresses", addr)
                 cur = pods.get(addr)
                 if cur is None:
                     name = ref or "ep-" + re.sub(r"[^0-9a-f]+", "-", addr.lower()).strip("-")
                     pods[addr] = {"name": name, "node": node, "ports": list(ports),
-                                  "obj": obj}
+                                  "obj": obj, "terminating": terminating}
                 elif cur["node"] != node:
                     raise TopologyError(obj, "nodeName", f"address {addr} is on node "
                                         f"{node!r} here but on {cur['node']!r} in "
                                         f"{cur['obj']}", "one address is one pod on one node")
                 else:
                     cur["ports"] += [p for p in ports if p not in cur["ports"]]
+                    if ref and cur["terminating"] and not terminating:
+                        # a deleted pod's IP given to a new pod: the address is the new pod's
+                        cur.update(name=ref, terminating=False)
 
     # endpoints without nodeName: on the node whose pod CIDR (a Node's spec.podCIDR, or
     # inferred from its other endpoints) holds the address

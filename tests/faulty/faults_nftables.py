@@ -39,6 +39,17 @@ def _no_hairpin_masquerade() -> None:
     nftables.hairpin_masquerade_rule = lambda ctx, sp, ep: f"{ctx.ipx} saddr {ep.ip} counter"
 
 
+def _endpoint_check_before_dnat() -> None:
+    # kube-proxy's nftables mode before kubernetes#132456 (v1.31 to v1.33.5): the node's own
+    # traffic met service-endpoints-check in an output chain at dstnat-10, before DNAT, so
+    # an eTP Local external IP without local endpoints was dropped even when nat-output
+    # would have short-circuited it to the Service's endpoints elsewhere (kubernetes#131765).
+    nftables.JUMP_CHAINS = tuple(
+        (dst, "filter-output-pre-dnat" if (dst, src) == (nftables.SERVICE_ENDPOINTS_CHECK,
+                                                         "filter-output") else src, extra)
+        for dst, src, extra in nftables.JUMP_CHAINS)
+
+
 FAULTS_LIST = [
     Fault("nft-numgen-missing-endpoint", "nftables: numgen vmap leaves the last endpoint out",
           _numgen_missing_endpoint, ("service/loadbalancing/uniform-over-endpoints",),
@@ -48,6 +59,10 @@ FAULTS_LIST = [
           proxier_args=NFT_ARGS, capabilities=NFT_CAPS),
     Fault("nft-drop-no-endpoints", "nftables: no-endpoint services dropped instead of rejected",
           _drop_no_endpoints, ("service/no-endpoints/clusterip-refused-icmp",),
+          proxier_args=NFT_ARGS, capabilities=NFT_CAPS),
+    Fault("nft-endpoint-check-before-dnat", "nftables: the node's own traffic is checked for "
+          "(local) endpoints before DNAT, so an eTP Local LB IP it should short-circuit is dropped",
+          _endpoint_check_before_dnat, ("service/etp-local/pods-and-node-short-circuit",),
           proxier_args=NFT_ARGS, capabilities=NFT_CAPS),
     Fault("nft-no-hairpin-masquerade", "nftables: a pod reaching itself is not masqueraded",
           _no_hairpin_masquerade, ("service/masquerade/hairpin",),

@@ -178,6 +178,19 @@ def test_duplicate_pod_ip_across_nodes_in_slices() -> None:
     assert info.value.field == "nodeName" and "10.244.1.5" in str(info.value)
 
 
+def test_reused_address_is_named_after_the_pod_not_terminating() -> None:
+    # kubernetes#135266: a deleted pod's IP given to a new pod; the slice lists the old first
+    reused = {**SLICE, "endpoints": [
+        {"addresses": ["10.244.1.5"], "nodeName": "kind-worker",
+         "conditions": {"ready": False, "serving": False, "terminating": True},
+         "targetRef": {"kind": "Pod", "name": "web-old"}},
+        {"addresses": ["10.244.1.5"], "nodeName": "kind-worker",
+         "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": "web-new"}},
+    ]}
+    _, pods = topology_from_objects([reused], NODES[:1])
+    assert [(p.name, p.ip) for p in pods] == [("web-new", "10.244.1.5")]
+
+
 def test_endpoint_outside_its_nodes_pod_cidr() -> None:
     bad = {**SLICE, "endpoints": [{"addresses": ["10.244.9.5"], "nodeName": "kind-worker"}]}
     with pytest.raises(TopologyError) as info:

@@ -3,8 +3,8 @@
 Each bug scenario whose ``history:`` names a kube-proxy fix is run against the last
 release before the fix, where it must fail on one of its flows (not on a harness or
 start-up error), and against the fix release, where it must pass (harness.bughistory picks
-the pair among the releases built). A scenario that passes on the buggy release does not
-reproduce its bug.
+the pair among the releases built; a bug of nftables mode only runs with kube-proxy-nft). A
+scenario that passes on the buggy release does not reproduce its bug.
 
 CI runs one pair whose releases ``bash run.sh tests`` builds: k8s-139628 (v1.36.3 before
 the fix, v1.37.2 with it). The whole sweep is opt-in (not even collected without it), ``bash run.sh history`` (environment
@@ -49,8 +49,8 @@ SYNC_BREAKING = {
 }
 
 
-def check_pair(name: str, buggy: str, fixed: str, tmp_path: Path) -> None:
-    before, out_b = bughistory.run_scenario_on(name, buggy, tmp_path)
+def check_pair(name: str, buggy: str, fixed: str, tmp_path: Path, proxier: str = "kube-proxy") -> None:
+    before, out_b = bughistory.run_scenario_on(name, buggy, tmp_path, proxier)
     flow = bughistory.failing_flow(before)
     message = before.get("message") or out_b
     assert before["grade"] == "fail", (
@@ -64,7 +64,7 @@ def check_pair(name: str, buggy: str, fixed: str, tmp_path: Path) -> None:
     else:
         assert flow is not None, (f"{name} failed on {buggy}, but not on a flow (a start-up or "
                                   f"harness error?):\n{message}")
-    after, out_a = bughistory.run_scenario_on(name, fixed, tmp_path)
+    after, out_a = bughistory.run_scenario_on(name, fixed, tmp_path, proxier)
     assert after["grade"] == "pass", (
         f"{name} fails on {fixed}, which has the fix:\n{after.get('message') or out_a}")
 
@@ -101,7 +101,7 @@ def test_bug_fails_before_its_fix_and_passes_with_it(name: str, tmp_path: Path,
         pytest.skip(pair.why_not)
     if name in NOT_REPRODUCING:
         request.applymarker(pytest.mark.xfail(reason=NOT_REPRODUCING[name], strict=True))
-    check_pair(name, pair.buggy, pair.fixed, tmp_path)
+    check_pair(name, pair.buggy, pair.fixed, tmp_path, pair.proxier)
 
 
 # The sweep is opt-in (bash run.sh history): without it the test is not collected at all,
