@@ -70,6 +70,10 @@ def test_established_flows_survive_a_proxier_restart(cluster, timing):
         cluster.env.restart_proxier(node.name)
         # A new generation acknowledged means the new process has done its first (full) sync.
         cluster.env.sync()
+        # kube-proxy deletes conntrack entries just after writing a sync's rules, so the
+        # probes wait for one more generation: they then follow the first sync's cleanup
+        # (without it, a proxier flushing UDP flows at start-up passed when they won the race).
+        cluster.env.sync()
 
         broken = []
         for i, (s, pod) in enumerate(zip(socks, tcp_before, strict=True)):
