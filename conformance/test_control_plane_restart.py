@@ -14,6 +14,8 @@ keeps its objects, resourceVersions and watch history across the restart) or
 ``--control-plane kube-apiserver`` (kube-apiserver restarted on the same running etcd).
 """
 
+import time
+
 import pytest
 
 from harness.api import PortSpec, SyncTimeout, expect_reached, probe
@@ -37,7 +39,7 @@ RECONNECT_BOUND_S = 30.0
     ref="https://github.com/kubernetes/kubernetes/blob/master/test/e2e/network/service.go",
 )
 def test_services_work_while_the_api_server_is_down_and_changes_apply_once_it_is_back(
-        cluster, timing):
+        cluster, timing, record_property):
     if not cluster.can_restart_control_plane:
         pytest.skip(f"--control-plane {cluster.env.control_plane} has no API server to restart; "
                     "run with --control-plane api or --control-plane kube-apiserver")
@@ -62,6 +64,7 @@ def test_services_work_while_the_api_server_is_down_and_changes_apply_once_it_is
     new = cluster.create_service(after, ports=[PortSpec(80, 8080, "TCP")], sync=False)
     svc.set_endpoints(after[:1], sync=False)
     bound = RECONNECT_BOUND_S * timing.scale + timing.sync_s
+    back = time.monotonic()
     try:
         cluster.env.sync(timeout=bound)
     except SyncTimeout as exc:
@@ -72,6 +75,7 @@ def test_services_work_while_the_api_server_is_down_and_changes_apply_once_it_is
             f"after the API server came back, the proxier did not apply a change (new Service "
             f"{new.namespace}/{new.name}, endpoints of {svc.namespace}/{svc.name}) within "
             f"{bound:.0f}s: its watches did not resume\n{exc}", pytrace=False)
+    record_property("applied_after_restart_s", round(time.monotonic() - back, 3))
     expect_reached(probe(src, new.cluster_ip, 80, "tcp", count=4), after,
                    f"API server back: {src.name} -> new Service {new.cluster_ip}:80")
     expect_reached(probe(src, svc.cluster_ip, 80, "tcp", count=4), after[:1],

@@ -11,6 +11,7 @@ timeout") leaves a connection in CLOSE_WAIT and reads its conntrack entry's time
 node; so does this check, through a ClusterIP.
 """
 
+import math
 import time
 
 import pytest
@@ -20,10 +21,11 @@ from harness.api import PortSpec, conntrack_entries, entries_text, expect_true
 pytestmark = pytest.mark.conntrack
 
 CLOSE_WAIT_TIMEOUT_S = 3600  # kube-proxy's default --conntrack-tcp-timeout-close-wait (1h)
-# Upstream's e2e accepts |timeout - 3600| < 60. Here the entry is read within a second or two
-# of the segment that put it in CLOSE_WAIT (its timeout counts down from then), so the
-# measured time since that segment, plus a second of rounding, is the lower bound's slack;
-# the kernel default (60 s) or any timeout not set by the proxier is far below it.
+# Bounds: upstream's e2e accepts |timeout - 3600| < 60. Here the entry is read within a second
+# or two of the segment that put it in CLOSE_WAIT (its timeout counts down from then), so the
+# lower bound's slack is the measured time since then, rounded up, plus a second for the
+# kernel rounding the timeout down; the upper bound is the setting itself. The kernel's
+# default (60 s) or any timeout the proxier did not set is far outside.
 LISTEN_PORT = 7070  # a port of the endpoint pod the echo server does not use
 
 
@@ -72,7 +74,7 @@ def test_a_half_closed_connection_keeps_its_nat_state_for_the_close_wait_timeout
                         f"{svc.cluster_ip}:80 within {timing.positive_s:.1f}s after the endpoint "
                         f"closed its side; the entries to the ClusterIP:\n{entries_text(entries)}")
         elapsed = time.monotonic() - closed_at
-        low = CLOSE_WAIT_TIMEOUT_S - int(elapsed) - 1
+        low = CLOSE_WAIT_TIMEOUT_S - math.ceil(elapsed) - 1
         expect_true(
             entry.timeout is not None and low <= entry.timeout <= CLOSE_WAIT_TIMEOUT_S,
             f"{node.name}: the conntrack entry of {client.ip}:{sport} -> {svc.cluster_ip}:80 in "
