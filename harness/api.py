@@ -23,6 +23,7 @@ traces in ``harness.trace``; report timelines in ``harness.report.timelines``.
 
 from harness import eras
 from harness.cluster import ClusterScope, HostNetworkPod, ServiceHandle
+from harness.controlplane.statedir import SyncTimeout
 from harness.evidence import attach
 from harness.expect import (
     VerdictFailure,
@@ -80,7 +81,7 @@ from harness.verdicts import (
 __all__ = [
     "IPV6_PLAN", "AffinityTimeline", "Client", "ClientSpec", "ClusterScope", "EndpointSpec",
     "Host", "HostNetworkPod", "MarkObserver", "Node", "NodeMeta", "NodeSpec", "Observation", "Outcome", "Pod", "PortSpec",
-    "ServiceHandle", "ServiceSpecIn", "SliceSpec", "Timing", "TopologySpec", "Verdict",
+    "ServiceHandle", "ServiceSpecIn", "SliceSpec", "SyncTimeout", "Timing", "TopologySpec", "Verdict",
     "VerdictFailure", "affinity_clients_needed", "affinity_connections_needed",
     "affinity_verdict", "attach", "attach_trace", "churn_timeline", "conntrack_entries",
     "dropped", "dump_rules", "eras", "entries_text", "expect", "expect_affinity", "expect_dropped",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -302,11 +303,33 @@ class ClusterEnv:
         for proc in self.proxiers.values():
             proc.check_alive()
 
-    def sync(self) -> int:
-        """Publish the current state and wait until every proxier has applied it."""
+    def sync(self, timeout: float | None = None) -> int:
+        """Publish the current state and wait until every proxier has applied it (within
+        ``timeout`` seconds; default: ``timing.sync_s``)."""
         gen = self._publish()
-        self.wait_synced(gen)
+        self.wait_synced(gen, timeout=timeout)
         return gen
+
+    @property
+    def can_restart_control_plane(self) -> bool:
+        """Whether the control plane has an API server to stop and start (``api``,
+        ``kube-apiserver``; the state directory has none)."""
+        return hasattr(self.controlplane, "stop_server")
+
+    @contextmanager
+    def control_plane_down(self) -> Iterator[None]:
+        """The control plane's API server is down for the ``with`` block (connections
+        refused, open watches cut) and started again after it, with the objects and
+        resourceVersions it had (kube-apiserver: etcd keeps running). Publish nothing
+        inside the block."""
+        if not self.can_restart_control_plane:
+            raise RuntimeError(f"--control-plane {self.control_plane} has no API server to stop; "
+                               "use --control-plane api or --control-plane kube-apiserver")
+        self.controlplane.stop_server()
+        try:
+            yield
+        finally:
+            self.controlplane.start_server()
 
     def _publish(self) -> int:
         if self._sentinel is not None:
@@ -323,9 +346,10 @@ class ClusterEnv:
             self.controlplane.put(*self._sentinel.objects())
         return self.controlplane.publish()
 
-    def wait_synced(self, generation: int, first: bool = False) -> None:
+    def wait_synced(self, generation: int, first: bool = False, timeout: float | None = None) -> None:
         # The first sync includes the proxier's start-up (interpreter, first full restore).
-        timeout = self.timing.startup_s if first else self.timing.sync_s
+        if timeout is None:
+            timeout = self.timing.startup_s if first else self.timing.sync_s
         if self.proxier_spec.has("acks"):
             self.last_sync_seconds = self.controlplane.wait_applied(
                 generation, self.proxiers, timeout, self.check_proxiers
@@ -592,6 +616,17 @@ class ClusterScope:
         kube-apiserver sets one only through a DELETE, which nothing undoes (and a finalizer
         released to end it deletes the Node, which makes kube-proxy exit)."""
         return self.env.control_plane != "kube-apiserver"
+
+    @property
+    def can_restart_control_plane(self) -> bool:
+        """Whether the control plane has an API server to stop and start again
+        (``--control-plane api`` or ``kube-apiserver``; not the state directory)."""
+        return self.env.can_restart_control_plane
+
+    def control_plane_down(self) -> Any:
+        """A context manager: the API server is down inside the ``with`` block and back
+        after it, with its objects (``ClusterEnv.control_plane_down``)."""
+        return self.env.control_plane_down()
 
     def set_node_meta(self, node: Node | str, meta: NodeMeta, *, sync: bool = True) -> None:
         """Publish the node's Node object with ``meta`` (zone label, taints, deletion); the

@@ -18,7 +18,7 @@ FEATURE_MARKERS = {
     "conntrack": "UDP flows and conntrack cleanup",
     "invalid": "INVALID packets (kube-proxy's ct state INVALID drop)",
     "churn": "endpoint churn while traffic flows",
-    "restart": "proxier restarts and flushed rules",
+    "restart": "proxier and control-plane restarts, flushed rules",
     "slices": "multiple EndpointSlices, selector-less Services, proxy labels, type changes",
     "ipv6": "IPv6 and dual-stack Services",
     "sctp": "SCTP Services",

@@ -74,6 +74,12 @@ def _add_proxier_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-sync-period", type=_duration, default=1.0, help="minimum time between syncs (default 1s)")
     g.add_argument("--conntrack-tcp-be-liberal", type=_bool, default=False, metavar="true|false",
                    help="assume net.netfilter.nf_conntrack_tcp_be_liberal is set (no INVALID drop rule)")
+    g.add_argument("--conntrack-tcp-timeout-established", type=_duration, default=86400.0,
+                   help="idle timeout of established TCP conntrack entries, set in the node "
+                        "namespace at start (default 24h; 0: leave the kernel's)")
+    g.add_argument("--conntrack-tcp-timeout-close-wait", type=_duration, default=3600.0,
+                   help="timeout of TCP conntrack entries in CLOSE_WAIT, set in the node "
+                        "namespace at start (default 1h; 0: leave the kernel's)")
     g.add_argument("--nfacct", type=_bool, default=False, metavar="true|false",
                    help="add kube-proxy's nfacct counter matches (render only)")
     g.add_argument("--random-fully", type=_bool, default=True, metavar="true|false",
@@ -170,6 +176,8 @@ def config_from_args(args: argparse.Namespace) -> ProxierConfig:
         sync_period=args.sync_period,
         min_sync_period=args.min_sync_period,
         conntrack_tcp_be_liberal=args.conntrack_tcp_be_liberal,
+        conntrack_tcp_timeout_established=args.conntrack_tcp_timeout_established,
+        conntrack_tcp_timeout_close_wait=args.conntrack_tcp_timeout_close_wait,
         nfacct=args.nfacct,
         service_cidrs=service_cidrs,
         proxy_mode=args.proxy_mode,

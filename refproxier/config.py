@@ -34,6 +34,11 @@ class ProxierConfig:
     # The sysctl net.netfilter.nf_conntrack_tcp_be_liberal is non-zero: kube-proxy then
     # skips the KUBE-FORWARD INVALID drop rule.
     conntrack_tcp_be_liberal: bool = False
+    # kube-proxy's --conntrack-tcp-timeout-established and --conntrack-tcp-timeout-close-wait
+    # (defaults 24h and 1h): written to the node namespace's nf_conntrack_tcp_timeout_*
+    # sysctls at start (pkg/proxy/conntrack/sysctls.go); 0 leaves the kernel's value.
+    conntrack_tcp_timeout_established: float = 86400.0
+    conntrack_tcp_timeout_close_wait: float = 3600.0
     # The nfacct counters exist (kube-proxy adds "-m nfacct" matches only then).
     nfacct: bool = False
     # Local addresses of the node, used when nodeport_addresses is set (kube-proxy reads

@@ -92,6 +92,11 @@ def set_sysctls(config: ProxierConfig) -> ProxierConfig:
             _write_sysctl("net.bridge.bridge-nf-call-iptables", "1")
         else:
             log.warning("not setting net.bridge.bridge-nf-call-iptables: global before Linux 5.3")
+    # As kube-proxy's conntrack.SetSysctls: the TCP timeouts, per network namespace.
+    for name, seconds in (("established", config.conntrack_tcp_timeout_established),
+                          ("close_wait", config.conntrack_tcp_timeout_close_wait)):
+        if seconds > 0:
+            _write_sysctl(f"net.netfilter.nf_conntrack_tcp_timeout_{name}", str(int(seconds)))
     # kube-proxy omits the INVALID drop rule when the kernel is liberal; the config flag
     # (--conntrack-tcp-be-liberal) can only add that assumption, never take it away.
     liberal = _read_sysctl("net.netfilter.nf_conntrack_tcp_be_liberal")

@@ -294,9 +294,15 @@ class ApiState:
         return out
 
     def close(self) -> None:
+        """End every watch stream (the server is going away)."""
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+
+    def reopen(self) -> None:
+        """Serve watches again (the server is back), objects and history as they were."""
+        with self.cond:
+            self.closed = False
 
     # --- requests ------------------------------------------------------------------------
 
@@ -619,6 +625,31 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(*args, **kw)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (watch streams included), as a server that dies does."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
@@ -665,7 +696,8 @@ class ApiControlPlane(ObjectStore):
         self.state_dir = Path(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
+        self._bind: tuple[str, str, int] = ("", "", API_PORT)
         self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
         (Path(self.workdir) / "logs").mkdir(parents=True, exist_ok=True)
@@ -677,8 +709,15 @@ class ApiControlPlane(ObjectStore):
         return self.state.rv
 
     def start(self, netns: str, address: str, port: int = API_PORT) -> None:
+        self._bind = (netns, address, port)
+        self._listen()
+        self.url = server_url(address, port)
+        self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.url)
+
+    def _listen(self) -> None:
         from harness.topology.nsutil import NetnsThread
 
+        netns, address, port = self._bind
         cls = _Server6 if ":" in address else _Server
         worker = NetnsThread(netns)
         try:
@@ -691,8 +730,6 @@ class ApiControlPlane(ObjectStore):
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="svcconf-apiserver", daemon=True)
         self._thread.start()
-        self.url = server_url(address, port)
-        self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.url)
 
     def _log_request(self, line: str) -> None:
         # one line per request, as evidence of what a proxier asked for
@@ -700,11 +737,28 @@ class ApiControlPlane(ObjectStore):
             f.write(line + "\n")
 
     def stop(self) -> None:
-        self.state.close()
+        self.stop_server()
+
+    def stop_server(self) -> None:
+        """Take the API server down, as a crash or a restart does: new connections are
+        refused, open ones (watch streams too) are cut. Its objects, resourceVersions and
+        watch history stay, so ``start_server`` brings back the same API (a watch resumes
+        from its last resourceVersion, as from a restarted kube-apiserver whose etcd kept
+        its data)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()  # the listening socket: connections are refused now
+        self.state.close()  # watch streams end
+        self._server.drop_connections()
+        self._server = None
+
+    def start_server(self) -> None:
+        """Serve again, on the address ``start`` bound, after ``stop_server``."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+            return
+        self.state.reopen()
+        self._listen()
 
     def publish(self) -> int:
         served = {k: copy.deepcopy(o) for k, o in self._objects.items() if k[0] in SERVED_KINDS}

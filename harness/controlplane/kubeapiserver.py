@@ -409,14 +409,28 @@ class KubeApiServerControlPlane(ObjectStore):
         """Stop kube-apiserver and start it again on the same etcd (its watch caches start
         afresh, as after an upgrade); returns the seconds until it is ready again."""
         t0 = time.monotonic()
+        self.stop_server()
+        self.start_server()
+        return time.monotonic() - t0
+
+    def stop_server(self) -> None:
+        """Stop kube-apiserver (SIGTERM: it ends its watches and exits); etcd keeps running
+        with the cluster's data, so ``start_server`` brings back the same objects and
+        resourceVersions."""
         self._terminate("kube-apiserver")
-        netns, argv = self._argv["kube-apiserver"]
-        self._spawn(netns, "kube-apiserver", argv)
         if self.client is not None:
             self.client.close()
+
+    def start_server(self) -> None:
+        """Start kube-apiserver again with the arguments ``start`` gave it; returns once it
+        is ready (/readyz)."""
+        proc = self._procs.get("kube-apiserver")
+        if proc is not None and proc.poll() is None:
+            return
+        netns, argv = self._argv["kube-apiserver"]
+        self._spawn(netns, "kube-apiserver", argv)
         self._wait("kube-apiserver /readyz after a restart", time.monotonic() + self.startup_timeout,
                    self._ready)
-        return time.monotonic() - t0
 
     def _spawn(self, netns: str, name: str, argv: list[str]) -> None:
         self._argv[name] = (netns, argv)

@@ -60,6 +60,8 @@ CAPABILITIES: dict[str, str] = {
                              "(kube-proxy nftables --nodeport-addresses=primary)",
     "other-mode-cleanup": "removes at start the rules its other mode (iptables/nftables) left "
                           "(kube-proxy's platformCleanup)",
+    "conntrack-tcp-timeouts": "sets kube-proxy's conntrack TCP timeouts in the node's network "
+                              "namespace at start (CLOSE_WAIT 1 h, established 24 h)",
 }
 
 KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
@@ -81,6 +83,7 @@ KUBE_PROXY_IPTABLES_CAPABILITIES = frozenset(
         "lb-ip-mode",
         "proxier-healthz",
         "other-mode-cleanup",
+        "conntrack-tcp-timeouts",
     }
 )
 

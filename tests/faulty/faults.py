@@ -289,7 +289,7 @@ CORE_FAULTS: list[Fault] = [
 # defining ``FAULTS_LIST``; they are gathered here so the self-test sees one registry.
 EXTENSION_MODULES = ("faults_external", "faults_dataplane", "faults_nftables", "faults_scenarios", "faults_policies", "faults_dualstack",
                      "faults_topology", "faults_lbhealth", "faults_clusterip_space",
-                     "faults_node_endpoints", "faults_lifecycle")
+                     "faults_node_endpoints", "faults_lifecycle", "faults_daemon")
 
 
 def _gather() -> dict[str, Fault]:

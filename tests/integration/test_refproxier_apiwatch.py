@@ -92,3 +92,31 @@ def test_informers_list_watch_and_relist_after_410(setup, caplog) -> None:
     cp.remove("Service", "ns1", "a")
     loaded = _wait_generation(src, cp.publish())
     assert ("ns1", "a") not in loaded.cluster.services
+
+
+def test_the_server_restarts_with_its_objects_and_informers_resume(setup) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    cp, src = setup
+    cp.put(model.node_object("node1", ["192.0.2.11"]), svc("a"))
+    before = _wait_generation(src, cp.publish())
+    netns = cp._bind[0]
+    url = urlsplit(cp.url)
+    lan = NetnsThread(netns)
+    try:
+        cp.stop_server()
+        with pytest.raises(ConnectionRefusedError):
+            lan.call(socket.create_connection, (url.hostname, url.port), 2)
+        # the informers meanwhile keep the last state
+        assert src.poll(0)[1].generation == before.generation
+        cp.start_server()
+        lan.call(socket.create_connection, (url.hostname, url.port), 2).close()
+    finally:
+        lan.close()
+    # resourceVersions go on from where they were; the informers catch up with a change
+    cp.put(svc("b"))
+    gen = cp.publish()
+    assert gen > before.generation
+    loaded = _wait_generation(src, gen, timeout=15)
+    assert sorted(loaded.cluster.services) == [("ns1", "a"), ("ns1", "b")]

@@ -33,6 +33,16 @@ def test_reference_proxier_passes_over_the_api(tmp_path: Path, proxier: str) -> 
     assert report["environment"]["control_plane"] == "api"
 
 
+@pytest.mark.parametrize("proxier", ["reference", "reference-nft"])
+def test_reference_proxier_resumes_after_an_api_server_restart(tmp_path: Path, proxier: str) -> None:
+    # The restart check (not in SUBSET: its marker, restart, holds slower checks too); it
+    # skips over the state directory, so the whole-suite self-test does not run it.
+    code, report, output = run_conformance(tmp_path, "--control-plane=api", f"--proxier={proxier}",
+                                           "--behavior=service/restart/control-plane-restart")
+    outcomes = [r["outcome"] for r in report["checks"]]
+    assert code == 0 and outcomes == ["passed"], f"{proxier}: {outcomes}\n{output}"
+
+
 def test_proxier_ignoring_the_api_fails_naming_the_control_plane() -> None:
     # The reference proxier without --kubeconfig reads state.yaml, which the API control
     # plane does not write: it never acknowledges a generation.

@@ -19,7 +19,7 @@ import pytest
 
 from harness.controlplane.kubeapiserver import binaries_missing
 from tests.selftest.test_control_plane_api import SUBSET
-from tests.selftest.test_faults_caught import run_conformance
+from tests.selftest.test_faults_caught import assert_caught, run_conformance
 from tests.selftest.test_proxier_contract import REFPROXIER, child
 
 _missing = binaries_missing() if os.geteuid() == 0 else None
@@ -38,6 +38,17 @@ def test_reference_proxier_passes_over_kube_apiserver(tmp_path: Path, proxier: s
     assert code == 0 and not failed and len(passed) > 20, \
         f"{proxier} over kube-apiserver failed {failed}\n{output}"
     assert report["environment"]["control_plane"] == "kube-apiserver"
+
+
+def test_restart_check_passes_on_the_reference_and_catches_a_proxier_that_stops_watching(
+        tmp_path: Path) -> None:
+    # kube-apiserver restarted on its running etcd: the reference proxier's informers resume
+    # (or re-list), a proxier whose watch is never re-established fails the check.
+    code, report, output = run_conformance(tmp_path / "ref", "--control-plane=kube-apiserver",
+                                           "--behavior=service/restart/control-plane-restart")
+    outcomes = [r["outcome"] for r in report["checks"]]
+    assert code == 0 and outcomes == ["passed"], f"{outcomes}\n{output}"
+    assert_caught("watch-not-resumed", tmp_path / "fault", "--control-plane=kube-apiserver")
 
 
 def test_proxier_ignoring_the_api_fails_naming_the_control_plane() -> None:

@@ -76,6 +76,16 @@ def test_flags_build_the_config_like_kube_proxy():
     assert (cfg.sync_period, cfg.min_sync_period) == (60.0, 0.5)
 
 
+def test_conntrack_tcp_timeouts_default_to_kube_proxy_s_and_take_durations():
+    parse = cli.build_parser().parse_args
+    cfg = cli.config_from_args(parse(["run", "--state-dir", "/s"]))
+    # kube-proxy's defaults (pkg/proxy/apis/config/v1alpha1/defaults.go): 24h and 1h
+    assert (cfg.conntrack_tcp_timeout_established, cfg.conntrack_tcp_timeout_close_wait) == (86400, 3600)
+    cfg = cli.config_from_args(parse(["run", "--state-dir", "/s", "--conntrack-tcp-timeout-close-wait",
+                                      "0", "--conntrack-tcp-timeout-established", "2h"]))
+    assert (cfg.conntrack_tcp_timeout_established, cfg.conntrack_tcp_timeout_close_wait) == (7200, 0)
+
+
 def test_nodeport_addresses_primary_means_the_node_ips():
     args = cli.build_parser().parse_args(
         ["cleanup", "--node-ip", "192.168.0.2", "--nodeport-addresses", "primary"])
