@@ -90,7 +90,7 @@ def parse_entries(text: str) -> list[Entry]:
     return entries
 
 
-def _norm(ip: str) -> str:
+def canonical_ip(ip: str) -> str:
     try:
         return str(ipaddress.ip_address(ip))
     except ValueError:
@@ -100,7 +100,7 @@ def _norm(ip: str) -> str:
 def _split_endpoint(ep: str) -> tuple[str, int]:
     """"10.0.0.1:53" / "[fd00::1]:53" -> (normalised ip, port)."""
     host, _, port = ep.rpartition(":")
-    return _norm(host.strip("[]")), int(port)
+    return canonical_ip(host.strip("[]")), int(port)
 
 
 def stale_deletions(entries: Iterable[Entry], ports: Iterable[UdpServicePort]) -> list[Deletion]:
@@ -114,17 +114,17 @@ def stale_deletions(entries: Iterable[Entry], ports: Iterable[UdpServicePort]) -
         by_port = bool(sp.serving_endpoints)
         serving: set = (
             {_split_endpoint(ep) for ep in sp.serving_endpoints} if by_port
-            else {_norm(ip) for ip in sp.serving_endpoint_ips}
+            else {canonical_ip(ip) for ip in sp.serving_endpoint_ips}
         )
-        addrs = {_norm(a) for a in sp.addresses}
+        addrs = {canonical_ip(a) for a in sp.addresses}
         for e in entries:
-            rsrc = _norm(e.reply_src)
+            rsrc = canonical_ip(e.reply_src)
             if ((rsrc, e.reply_sport) if by_port else rsrc) in serving:
                 continue
             rport = e.reply_sport if by_port else None
             d: Deletion | None = None
-            if _norm(e.orig_dst) in addrs and e.orig_dport == sp.port:
-                d = Deletion(_norm(e.orig_dst), sp.port, rsrc, rport)
+            if canonical_ip(e.orig_dst) in addrs and e.orig_dport == sp.port:
+                d = Deletion(canonical_ip(e.orig_dst), sp.port, rsrc, rport)
             elif sp.node_port and e.orig_dport == sp.node_port:
                 d = Deletion(None, sp.node_port, rsrc, rport)
             if d is not None and d not in seen:

@@ -241,7 +241,7 @@ def _udp_cleanup_keeps_unnatted_entries() -> None:
     orig = conntrack.stale_deletions
 
     def stale(entries, ports):
-        kept = [e for e in entries if conntrack._norm(e.reply_src) != conntrack._norm(e.orig_dst)]
+        kept = [e for e in entries if conntrack.canonical_ip(e.reply_src) != conntrack.canonical_ip(e.orig_dst)]
         return orig(kept, ports)
     conntrack.stale_deletions = stale
 
